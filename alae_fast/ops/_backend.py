@@ -1,0 +1,130 @@
+"""Backend discovery and the `impl` choice shared by every fused op.
+
+impl is one of 'auto' | 'ref' | 'cpu' | 'cuda' | 'triton'.
+  ref    : the pure-PyTorch reference (any device, gradients of any order).
+  cpu    : C++ kernels of alae_fast._C on CPU tensors.
+  cuda   : CUDA kernels of alae_fast._C on CUDA tensors.
+  triton : Triton kernels (CUDA tensors, or CPU tensors under TRITON_INTERPRET=1).
+'auto' takes ALAE_FAST_IMPL when that is set, else the fastest backend available for
+the tensor's device. An explicit impl that cannot run raises and says why.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+IMPLS = ("auto", "ref", "cpu", "cuda", "triton")
+
+
+def _load_extension():
+    try:
+        from alae_fast import _C  # registers torch.ops.alae_fast_C
+    except ImportError as exc:
+        reason = f"alae_fast._C did not import ({exc})"
+        warnings.warn(
+            f"alae_fast: {reason}; every op runs on the pure-PyTorch reference. "
+            "Build it with `pip install --no-build-isolation -e .`.",
+            stacklevel=3,
+        )
+        return None, reason
+    return _C, None
+
+
+_EXT, _EXT_ERROR = _load_extension()
+EXT_LOADED = _EXT is not None
+EXT_HAS_CUDA = bool(EXT_LOADED and _EXT.WITH_CUDA)
+
+
+def _triton_status() -> tuple[bool, str | None]:
+    try:
+        import triton  # noqa: F401
+    except ImportError as exc:
+        return False, f"triton is not installed ({exc})"
+    return True, None
+
+
+TRITON_INSTALLED, _TRITON_ERROR = _triton_status()
+TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _read_env_impl() -> str:
+    impl = os.environ.get("ALAE_FAST_IMPL", "auto")
+    if impl not in IMPLS:
+        raise ValueError(f"ALAE_FAST_IMPL must be one of {IMPLS}, got {impl!r}")
+    return impl
+
+
+_default_impl = _read_env_impl()
+
+
+def set_default_impl(impl: str) -> None:
+    """Set what impl='auto' means process-wide (same as ALAE_FAST_IMPL)."""
+    global _default_impl
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    _default_impl = impl
+
+
+def get_default_impl() -> str:
+    return _default_impl
+
+
+def unavailable_reason(backend: str, device_type: str) -> str | None:
+    """None when `backend` can run on tensors of `device_type`, else why not."""
+    if backend == "ref":
+        return None
+    if device_type == "cuda" and not torch.cuda.is_available():
+        return "no CUDA device is visible to torch"
+    if backend == "cpu":
+        if device_type != "cpu":
+            return f"impl='cpu' needs CPU tensors, got {device_type} tensors"
+        return None if EXT_LOADED else _EXT_ERROR
+    if backend == "cuda":
+        if device_type != "cuda":
+            return f"impl='cuda' needs CUDA tensors, got {device_type} tensors"
+        if not EXT_LOADED:
+            return _EXT_ERROR
+        return None if EXT_HAS_CUDA else "alae_fast._C was built without CUDA (CPU-only torch or ALAE_FAST_BUILD_CUDA=0)"
+    if backend == "triton":
+        if not TRITON_INSTALLED:
+            return _TRITON_ERROR
+        if device_type == "cuda" or (device_type == "cpu" and TRITON_INTERPRET):
+            return None
+        return f"impl='triton' runs on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1; got {device_type}"
+    raise ValueError(f"impl must be one of {IMPLS}, got {backend!r}")
+
+
+def resolve(impl: str, x: torch.Tensor) -> str:
+    """The concrete backend for `impl` and the device of `x`."""
+    if impl == "auto":
+        impl = _default_impl
+    if impl == "auto":
+        if x.device.type == "cuda":
+            for backend in ("cuda", "triton"):
+                if unavailable_reason(backend, "cuda") is None:
+                    return backend
+            return "ref"
+        return "cpu" if unavailable_reason("cpu", x.device.type) is None else "ref"
+    reason = unavailable_reason(impl, x.device.type)
+    if reason is not None:
+        raise RuntimeError(f"alae_fast: impl={impl!r} is unavailable: {reason}")
+    return impl
+
+
+def kernel(backend: str, name: str):
+    """The forward/backward kernel `name` of a concrete backend."""
+    if backend in ("cpu", "cuda"):
+        return getattr(torch.ops.alae_fast_C, name)
+    if backend == "triton":
+        from alae_fast.ops import triton as triton_kernels
+
+        return getattr(triton_kernels, name)
+    raise ValueError(f"no kernels for backend {backend!r}")
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype of statistics, per-channel parameters and styles inside the kernels."""
+    return torch.float64 if dtype == torch.float64 else torch.float32

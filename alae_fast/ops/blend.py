@@ -1,0 +1,218 @@
+"""Blended resampling for progressive growing (SPEC §4, §7.4). Resampling is 2x2 box down, nearest up.
+
+blend_up(low, high, α)   = lerp(nearest_up2(low), high, α)                       generator RGB
+blend_real(x, α)         = α·x + (1−α)·nearest_up2(avgpool2(x))                  real images
+blend_down(img, W, b, new, α, slope)
+                         = lerp(lrelu(W·avgpool2(img) + b, slope), new, α)       encoder input,
+  fusing the previous level's 1×1 from_rgb (slope 0.04 = leaky ReLU 0.2 applied twice).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from alae_fast.ops import _backend, _checks
+from alae_fast.ops._autograd import reference_double_backward
+
+FROM_RGB_SLOPE = 0.2 * 0.2
+
+
+def _up2(t):
+    return t.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+
+
+def blend_up_ref(low, high, alpha):
+    acc = _backend.acc_dtype(high.dtype)
+    return torch.lerp(_up2(low.to(acc)), high.to(acc), alpha).to(high.dtype)
+
+
+def blend_real_ref(x, alpha):
+    acc = _backend.acc_dtype(x.dtype)
+    xa = x.to(acc)
+    return (alpha * xa + (1 - alpha) * _up2(F.avg_pool2d(xa, 2))).to(x.dtype)
+
+
+def blend_down_ref(img, weight, bias, new, alpha, slope=FROM_RGB_SLOPE):
+    acc = _backend.acc_dtype(new.dtype)
+    pre = F.conv2d(F.avg_pool2d(img.to(acc), 2), weight.to(acc)[:, :, None, None], bias.to(acc))
+    return torch.lerp(F.leaky_relu(pre, slope), new.to(acc), alpha).to(new.dtype)
+
+
+# Kernel contract (every backend). blend_up and blend_real are linear: their backward is the
+# adjoint, which for blend_real is blend_real itself, so every order of gradient is a kernel.
+#   blend_up_fwd(low [N,C,H/2,W/2], high [N,C,H,W], alpha) -> y [N,C,H,W]
+#   blend_up_bwd(grad_y [N,C,H,W], alpha) -> (grad_low [N,C,H/2,W/2], grad_high [N,C,H,W])
+#   blend_real_fwd(x [N,C,H,W], alpha) -> y [N,C,H,W]
+#   blend_down_fwd(img [N,K,H,W], weight [C,K] acc, bias [C] acc, new [N,C,H/2,W/2], alpha, slope) -> y
+#   blend_down_bwd(grad_y [N,C,H/2,W/2], img, weight, bias, alpha, slope)
+#             -> (grad_img [N,K,H,W], grad_weight [C,K], grad_bias [C], grad_new [N,C,H/2,W/2])
+@torch.library.custom_op("alae_fast::blend_up", mutates_args=())
+def _blend_up_op(low: torch.Tensor, high: torch.Tensor, alpha: float, backend: str) -> torch.Tensor:
+    return _backend.kernel(backend, "blend_up_fwd")(low, high, alpha)
+
+
+@_blend_up_op.register_fake
+def _(low, high, alpha, backend):
+    return torch.empty_like(high, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("alae_fast::blend_up_backward", mutates_args=())
+def _blend_up_backward_op(grad_y: torch.Tensor, alpha: float, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return _backend.kernel(backend, "blend_up_bwd")(grad_y, alpha)
+
+
+@_blend_up_backward_op.register_fake
+def _(grad_y, alpha, backend):
+    n, c, h, w = grad_y.shape
+    return grad_y.new_empty((n, c, h // 2, w // 2)), torch.empty_like(grad_y, memory_format=torch.contiguous_format)
+
+
+def _setup_up(ctx, inputs, output):
+    ctx.alpha, ctx.backend = inputs[2], inputs[3]
+
+
+def _backward_up(ctx, grad_y):
+    g_low, g_high = _blend_up_backward_op(grad_y.contiguous(), ctx.alpha, ctx.backend)
+    return g_low, g_high, None, None
+
+
+def _setup_up_backward(ctx, inputs, output):
+    grad_y, ctx.alpha, ctx.backend = inputs
+    ctx.low_shape = output[0].shape
+
+
+def _double_backward_up(ctx, gg_low, gg_high):
+    # The adjoint of the (linear) backward is the forward.
+    return _blend_up_op(gg_low.contiguous(), gg_high.contiguous(), ctx.alpha, ctx.backend), None, None
+
+
+_blend_up_op.register_autograd(_backward_up, setup_context=_setup_up)
+_blend_up_backward_op.register_autograd(_double_backward_up, setup_context=_setup_up_backward)
+
+
+@torch.library.custom_op("alae_fast::blend_real", mutates_args=())
+def _blend_real_op(x: torch.Tensor, alpha: float, backend: str) -> torch.Tensor:
+    return _backend.kernel(backend, "blend_real_fwd")(x, alpha)
+
+
+@_blend_real_op.register_fake
+def _(x, alpha, backend):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _setup_real(ctx, inputs, output):
+    ctx.alpha, ctx.backend = inputs[1], inputs[2]
+
+
+def _backward_real(ctx, grad_y):
+    # Self-adjoint: the backward is the op itself, differentiable to any order.
+    return _blend_real_op(grad_y.contiguous(), ctx.alpha, ctx.backend), None, None
+
+
+_blend_real_op.register_autograd(_backward_real, setup_context=_setup_real)
+
+
+@torch.library.custom_op("alae_fast::blend_down", mutates_args=())
+def _blend_down_op(img: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, new: torch.Tensor,
+                   alpha: float, slope: float, backend: str) -> torch.Tensor:
+    return _backend.kernel(backend, "blend_down_fwd")(img, weight, bias, new, alpha, slope)
+
+
+@_blend_down_op.register_fake
+def _(img, weight, bias, new, alpha, slope, backend):
+    return torch.empty_like(new, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("alae_fast::blend_down_backward", mutates_args=())
+def _blend_down_backward_op(grad_y: torch.Tensor, img: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                            alpha: float, slope: float, backend: str
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _backend.kernel(backend, "blend_down_bwd")(grad_y, img, weight, bias, alpha, slope)
+
+
+@_blend_down_backward_op.register_fake
+def _(grad_y, img, weight, bias, alpha, slope, backend):
+    return (torch.empty_like(img, memory_format=torch.contiguous_format), torch.empty_like(weight),
+            torch.empty_like(bias), torch.empty_like(grad_y, memory_format=torch.contiguous_format))
+
+
+def _setup_down(ctx, inputs, output):
+    img, weight, bias, new, alpha, slope, backend = inputs
+    ctx.save_for_backward(img, weight, bias)
+    ctx.alpha, ctx.slope, ctx.backend = alpha, slope, backend
+
+
+def _backward_down(ctx, grad_y):
+    img, weight, bias = ctx.saved_tensors
+    g_img, g_w, g_b, g_new = _blend_down_backward_op(grad_y.contiguous(), img, weight, bias, ctx.alpha, ctx.slope,
+                                                     ctx.backend)
+    return g_img, g_w, g_b, g_new, None, None, None
+
+
+def _setup_down_backward(ctx, inputs, output):
+    grad_y, img, weight, bias, alpha, slope, _backend_name = inputs
+    ctx.save_for_backward(grad_y, img, weight, bias)
+    ctx.alpha, ctx.slope = alpha, slope
+
+
+def _double_backward_down(ctx, gg_img, gg_w, gg_b, gg_new):
+    grad_y, img, weight, bias = ctx.saved_tensors
+    # `new` enters linearly, so a stand-in of the right shape gives the exact product.
+    new = torch.zeros_like(grad_y)
+    (g_grad_y,), (g_img, g_w, g_b, _) = reference_double_backward(
+        blend_down_ref, (img, weight, bias, new), (True, True, True, True), (grad_y,),
+        (gg_img, gg_w, gg_b, gg_new), extra_args=(ctx.alpha, ctx.slope))
+    return g_grad_y, g_img, g_w, g_b, None, None, None
+
+
+_blend_down_op.register_autograd(_backward_down, setup_context=_setup_down)
+_blend_down_backward_op.register_autograd(_double_backward_down, setup_context=_setup_down_backward)
+
+
+def blend_up(low, high, alpha: float, *, impl: str = "auto"):
+    """lerp(nearest_up2(low), high, alpha). low [N, C, H/2, W/2]; high [N, C, H, W]."""
+    op = "blend_up"
+    n, c, h, w = _checks.activation(op, "high", high)
+    _checks.even_spatial(op, "high", h, w)
+    _checks.tensor(op, "low", low, (n, c, h // 2, w // 2), spec="[N, C, H/2, W/2]", like=high)
+    _checks.same_dtype(op, "low", low, high, "high")
+    alpha = _checks.alpha(op, alpha)
+    backend = _backend.resolve(impl, high)
+    if backend == "ref":
+        return blend_up_ref(low, high, alpha)
+    return _blend_up_op(low.contiguous(), high.contiguous(), alpha, backend)
+
+
+def blend_real(x, alpha: float, *, impl: str = "auto"):
+    """alpha·x + (1 − alpha)·nearest_up2(avgpool2(x)), the real-image fade-in. x [N, C, H, W]."""
+    op = "blend_real"
+    _, _, h, w = _checks.activation(op, "x", x)
+    _checks.even_spatial(op, "x", h, w)
+    alpha = _checks.alpha(op, alpha)
+    backend = _backend.resolve(impl, x)
+    if backend == "ref":
+        return blend_real_ref(x, alpha)
+    return _blend_real_op(x.contiguous(), alpha, backend)
+
+
+def blend_down(img, weight, bias, new, alpha: float, *, slope: float = FROM_RGB_SLOPE, impl: str = "auto"):
+    """lerp(lrelu(weight·avgpool2(img) + bias, slope), new, alpha): from_rgb of the previous level, fused.
+
+    img [N, K, H, W]; weight [C, K] (runtime scale already applied); bias [C]; new [N, C, H/2, W/2].
+    """
+    op = "blend_down"
+    n, k, h, w = _checks.activation(op, "img", img)
+    _checks.even_spatial(op, "img", h, w)
+    _, c, _, _ = _checks.activation(op, "new", new, spec="[N, C, H/2, W/2]")
+    _checks.tensor(op, "new", new, (n, c, h // 2, w // 2), spec="[N, C, H/2, W/2]", like=img)
+    _checks.same_dtype(op, "new", new, img, "img")
+    _checks.tensor(op, "weight", weight, (c, k), spec="[C, K]", like=img)
+    _checks.tensor(op, "bias", bias, (c,), spec="[C]", like=img)
+    alpha = _checks.alpha(op, alpha)
+    backend = _backend.resolve(impl, img)
+    if backend == "ref":
+        return blend_down_ref(img, weight, bias, new, alpha, slope)
+    acc = _backend.acc_dtype(img.dtype)
+    return _blend_down_op(img.contiguous(), weight.to(acc).contiguous(), bias.to(acc).contiguous(),
+                          new.contiguous(), alpha, float(slope), backend)

@@ -1,0 +1,113 @@
+"""Instance-norm style extraction, the encoder's layer epilogue (SPEC §7.2).
+
+t = lrelu(x + bias[c], 0.2);  y = (t − μ)·rsqrt(σ² + 1e-5);  style = [μ | σ]  (σ = sqrt(σ²), no eps).
+R1 differentiates through this twice, so it has gradients of second order.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from alae_fast.ops import _backend, _checks
+from alae_fast.ops._autograd import reference_double_backward
+
+EPS = 1e-5
+SLOPE = 0.2
+_OP = "style_extract"
+
+
+def _safe_sqrt(var):
+    # sqrt whose gradient at 0 is 0 rather than inf·0 = NaN (H·W = 1 or constant rows).
+    positive = var > 0
+    return torch.where(positive, torch.sqrt(torch.where(positive, var, torch.ones_like(var))), torch.zeros_like(var))
+
+
+def _style_stats_ref(x, bias):
+    """(y in x.dtype, stats [N, 2C] = (μ | σ) in the accumulation dtype)."""
+    acc = _backend.acc_dtype(x.dtype)
+    c = x.shape[1]
+    t = F.leaky_relu(x.to(acc) + bias.to(acc).view(1, c, 1, 1), SLOPE)
+    mean = t.mean((2, 3))
+    centered = t - mean[:, :, None, None]
+    var = centered.square().mean((2, 3))
+    y = centered * torch.rsqrt(var + EPS)[:, :, None, None]
+    return y.to(x.dtype), torch.cat([mean, _safe_sqrt(var)], dim=1)
+
+
+def style_extract_ref(x, bias):
+    """Pure-PyTorch reference; returns (y [N,C,H,W], style [N,2C]) in x.dtype."""
+    y, stats = _style_stats_ref(x, bias)
+    return y, stats.to(x.dtype)
+
+
+# Kernel contract (every backend):
+#   style_fwd(x [N,C,H,W], bias [C]) -> (y [N,C,H,W], stats [N,2C] = (mean | std), acc dtype)
+#   style_bwd(grad_y [N,C,H,W], grad_stats [N,2C] acc, x, bias, stats) -> (grad_x [N,C,H,W], grad_bias [C])
+@torch.library.custom_op("alae_fast::style_extract", mutates_args=())
+def _style_op(x: torch.Tensor, bias: torch.Tensor, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return _backend.kernel(backend, "style_fwd")(x, bias)
+
+
+@_style_op.register_fake
+def _(x, bias, backend):
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            bias.new_empty((x.shape[0], 2 * x.shape[1])))
+
+
+@torch.library.custom_op("alae_fast::style_extract_backward", mutates_args=())
+def _style_backward_op(
+    grad_y: torch.Tensor, grad_stats: torch.Tensor, x: torch.Tensor, bias: torch.Tensor,
+    stats: torch.Tensor, backend: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return _backend.kernel(backend, "style_bwd")(grad_y, grad_stats, x, bias, stats)
+
+
+@_style_backward_op.register_fake
+def _(grad_y, grad_stats, x, bias, stats, backend):
+    return torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(bias)
+
+
+def _setup(ctx, inputs, output):
+    x, bias, backend = inputs
+    ctx.save_for_backward(x, bias, output[1])
+    ctx.backend = backend
+
+
+def _backward(ctx, grad_y, grad_stats):
+    x, bias, stats = ctx.saved_tensors
+    gx, gb = _style_backward_op(grad_y.contiguous(), grad_stats.to(stats.dtype).contiguous(), x, bias, stats,
+                                ctx.backend)
+    return gx, gb, None
+
+
+def _setup_backward(ctx, inputs, output):
+    grad_y, grad_stats, x, bias, _stats, _backend_name = inputs
+    ctx.save_for_backward(grad_y, grad_stats, x, bias)
+
+
+def _double_backward(ctx, ggx, ggb):
+    grad_y, grad_stats, x, bias = ctx.saved_tensors
+    (g_grad_y, g_grad_stats), (gx, gb) = reference_double_backward(
+        _style_stats_ref, (x, bias), (True, True), (grad_y, grad_stats), (ggx, ggb))
+    return g_grad_y, g_grad_stats, gx, gb, None, None
+
+
+_style_op.register_autograd(_backward, setup_context=_setup)
+_style_backward_op.register_autograd(_double_backward, setup_context=_setup_backward)
+
+
+def style_extract(x, bias, *, impl: str = "auto"):
+    """Fused bias + leaky ReLU + instance-norm statistics + normalisation.
+
+    x [N, C, H, W]; bias [C]. Returns (y [N, C, H, W], style [N, 2C] = (mean | std)), both
+    in x.dtype, statistics computed in fp32. Differentiable twice (R1).
+    """
+    _, c, _, _ = _checks.activation(_OP, "x", x)
+    _checks.tensor(_OP, "bias", bias, (c,), spec="[C]", like=x)
+    backend = _backend.resolve(impl, x)
+    if backend == "ref":
+        return style_extract_ref(x, bias)
+    acc = _backend.acc_dtype(x.dtype)
+    y, stats = _style_op(x.contiguous(), bias.to(acc).contiguous(), backend)
+    return y, stats.to(x.dtype)

@@ -1,0 +1,21 @@
+// Schemas of the kernel-level ops. CPU kernels live in csrc/cpu, CUDA kernels in csrc/cuda;
+// each registers itself with TORCH_LIBRARY_IMPL(alae_fast_C, <device>, m).
+// The autograd-aware public ops (alae_fast::*) are defined in Python (alae_fast/ops).
+#include <torch/library.h>
+
+TORCH_LIBRARY(alae_fast_C, m) {
+  m.def("adain_fwd(Tensor x, Tensor noise, Tensor noise_weight, Tensor bias, Tensor style) -> (Tensor, Tensor)");
+  m.def("adain_bwd(Tensor grad_y, Tensor x, Tensor noise, Tensor noise_weight, Tensor bias, Tensor style, "
+        "Tensor stats) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("style_fwd(Tensor x, Tensor bias) -> (Tensor, Tensor)");
+  m.def("style_bwd(Tensor grad_y, Tensor grad_stats, Tensor x, Tensor bias, Tensor stats) -> (Tensor, Tensor)");
+  m.def("noise_fwd(Tensor x, Tensor noise, Tensor noise_weight, Tensor? bias, bool act) -> Tensor");
+  m.def("noise_bwd(Tensor grad_y, Tensor x, Tensor noise, Tensor noise_weight, Tensor? bias, bool act) "
+        "-> (Tensor, Tensor, Tensor)");
+  m.def("blend_up_fwd(Tensor low, Tensor high, float alpha) -> Tensor");
+  m.def("blend_up_bwd(Tensor grad_y, float alpha) -> (Tensor, Tensor)");
+  m.def("blend_real_fwd(Tensor x, float alpha) -> Tensor");
+  m.def("blend_down_fwd(Tensor img, Tensor weight, Tensor bias, Tensor new, float alpha, float slope) -> Tensor");
+  m.def("blend_down_bwd(Tensor grad_y, Tensor img, Tensor weight, Tensor bias, float alpha, float slope) "
+        "-> (Tensor, Tensor, Tensor, Tensor)");
+}
