@@ -41,13 +41,13 @@ def build_cuda() -> bool:
 def extension():
     rel = lambda paths: sorted(os.path.relpath(p, ROOT) for p in paths)  # noqa: E731
     sources = rel(glob.glob(os.path.join(ROOT, "csrc", "*.cpp")) + glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.cpp")))
-    cxx = ["-O3", "-g0", "-std=c++17"] + (["-fopenmp"] if sys.platform == "linux" else [])
+    cxx = ["-O3", "-g0", "-std=c++20"] + (["-fopenmp"] if sys.platform == "linux" else [])
     libs = ["gomp"] if sys.platform == "linux" else []
     if not build_cuda():
         return CppExtension("alae_fast._C", sources, extra_compile_args={"cxx": cxx}, libraries=libs)
     if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
         os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCHS
-    nvcc = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+    nvcc = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
     return CUDAExtension(
         "alae_fast._C",
         sources + rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu"))),

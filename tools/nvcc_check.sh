@@ -10,10 +10,10 @@ read -r -a includes < <(python3 -c "
 import sysconfig
 from torch.utils.cpp_extension import include_paths
 print(' '.join('-I' + p for p in include_paths() + [sysconfig.get_paths()['include']]))")
-flags=(-c -std=c++17 --expt-relaxed-constexpr -O1 -DALAE_FAST_WITH_CUDA -DC10_CUDA_NO_CMAKE_CONFIGURE_FILE
+flags=(-c -std=c++20 --expt-relaxed-constexpr -O1 -DALAE_FAST_WITH_CUDA -DC10_CUDA_NO_CMAKE_CONFIGURE_FILE
        -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__
        -D__CUDA_NO_HALF2_OPERATORS__ -DTORCH_EXTENSION_NAME=_C -D_GLIBCXX_USE_CXX11_ABI=1
-       -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90,code=sm_90 -Icsrc "${includes[@]}")
+       -Xptxas=--warn-on-spills -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90,code=sm_90 -Icsrc "${includes[@]}")
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 pids=()

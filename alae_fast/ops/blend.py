@@ -35,7 +35,8 @@ def blend_real_ref(x, alpha):
 
 def blend_down_ref(img, weight, bias, new, alpha, slope=FROM_RGB_SLOPE):
     acc = _backend.acc_dtype(new.dtype)
-    pre = F.conv2d(F.avg_pool2d(img.to(acc), 2), weight.to(acc)[:, :, None, None], bias.to(acc))
+    with torch.autocast(img.device.type, enabled=False):  # the 1x1 conv stays in acc dtype under AMP
+        pre = F.conv2d(F.avg_pool2d(img.to(acc), 2), weight.to(acc)[:, :, None, None], bias.to(acc))
     return torch.lerp(F.leaky_relu(pre, slope), new.to(acc), alpha).to(new.dtype)
 
 

@@ -38,11 +38,63 @@ void test_adain() {
   expect_close(stats.slice(1, 0, C), mean.view({N, C}), 1e-12, "adain_fwd mean");
 }
 
+at::Tensor up2(const at::Tensor& t) { return t.repeat_interleave(2, 2).repeat_interleave(2, 3); }
+
+void test_style() {
+  const int64_t N = 2, C = 3, H = 5, W = 7;
+  auto opts = torch::dtype(torch::kDouble);
+  auto x = torch::randn({N, C, H, W}, opts), b = torch::randn({C}, opts);
+  auto fwd = op("alae_fast_C::style_fwd").typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&,
+                                                                                     const at::Tensor&)>();
+  auto [y, stats] = fwd.call(x, b);
+  auto t = torch::leaky_relu(x + b.view({1, C, 1, 1}), 0.2);
+  auto mean = t.mean({2, 3}, true);
+  auto var = (t - mean).square().mean({2, 3}, true);
+  expect_close(y, (t - mean) * torch::rsqrt(var + 1e-5), 1e-10, "style_fwd fp64");
+  expect_close(stats, torch::cat({mean.view({N, C}), var.sqrt().view({N, C})}, 1), 1e-12, "style_fwd stats");
+}
+
+void test_noise() {
+  const int64_t N = 2, C = 3, H = 5, W = 7;
+  auto opts = torch::dtype(torch::kDouble);
+  auto x = torch::randn({N, C, H, W}, opts), noise = torch::randn({N, 1, H, W}, opts);
+  auto wn = torch::randn({C}, opts), b = torch::randn({C}, opts);
+  auto fwd = op("alae_fast_C::noise_fwd").typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                           const std::optional<at::Tensor>&, bool)>();
+  auto pre = x + wn.view({1, C, 1, 1}) * noise;
+  expect_close(fwd.call(x, noise, wn, b, true), torch::leaky_relu(pre + b.view({1, C, 1, 1}), 0.2), 1e-12,
+               "noise_fwd fp64 bias act");
+  expect_close(fwd.call(x, noise, wn, std::nullopt, false), pre, 1e-12, "noise_fwd fp64 no bias");
+}
+
+void test_blend() {
+  const int64_t N = 2, C = 3, K = 3, H = 6, W = 8;
+  const double alpha = 0.3, slope = 0.04;
+  auto opts = torch::dtype(torch::kDouble);
+  auto high = torch::randn({N, C, H, W}, opts), low = torch::randn({N, C, H / 2, W / 2}, opts);
+  auto up_fwd = op("alae_fast_C::blend_up_fwd").typed<at::Tensor(const at::Tensor&, const at::Tensor&, double)>();
+  expect_close(up_fwd.call(low, high, alpha), torch::lerp(up2(low), high, alpha), 1e-12, "blend_up_fwd fp64");
+
+  auto real_fwd = op("alae_fast_C::blend_real_fwd").typed<at::Tensor(const at::Tensor&, double)>();
+  expect_close(real_fwd.call(high, alpha), alpha * high + (1 - alpha) * up2(torch::avg_pool2d(high, 2)), 1e-12,
+               "blend_real_fwd fp64");
+
+  auto img = torch::randn({N, K, H, W}, opts), weight = torch::randn({C, K}, opts), b = torch::randn({C}, opts);
+  auto down_fwd = op("alae_fast_C::blend_down_fwd").typed<at::Tensor(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double, double)>();
+  auto pre = torch::conv2d(torch::avg_pool2d(img, 2), weight.view({C, K, 1, 1}), b);
+  expect_close(down_fwd.call(img, weight, b, low, alpha, slope), torch::lerp(torch::leaky_relu(pre, slope), low, alpha),
+               1e-12, "blend_down_fwd fp64");
+}
+
 }  // namespace
 
 int main() {
   torch::manual_seed(0);
   test_adain();
+  test_style();
+  test_noise();
+  test_blend();
   std::printf("%d failure(s)\n", failures);
   return failures == 0 ? 0 : 1;
 }

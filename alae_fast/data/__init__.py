@@ -1,0 +1,10 @@
+"""Image data: in-memory, file-folder and prepared-record streams behind one interface.
+
+Imports only torch/numpy/PIL/DALI and alae_fast.ops. DALI is optional and imported lazily.
+"""
+
+from .builtin import load_builtin
+from .factory import LOADERS, make_stream
+from .stream import ImageStream, TensorStream
+
+__all__ = ["ImageStream", "TensorStream", "make_stream", "load_builtin", "LOADERS"]

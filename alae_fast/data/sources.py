@@ -1,0 +1,173 @@
+"""Random-access datasets on disk: an image folder or a TFRecord directory.
+
+Both map a sample index to uint8 data (encoded file bytes, or raw CHW pixels); the loaders (folder.py, dali.py) do the rest.
+Bad files are screened when the source is opened and written to a report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import mmap
+import re
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import records
+
+log = logging.getLogger("alae_fast.data")
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+# Official ALAE: <name>-r<log2 res>.tfrecords[.<part>]; prepare.py writes the same names.
+RECORD_NAME = re.compile(r".*-r(\d\d)\.tfrecords(\.\d+)?$")
+
+
+def write_report(bad, path: Path, what: str) -> None:
+    """Write '<reason>\t<path>' lines and warn once with the count."""
+    path.write_text("".join(f"{reason}\t{p}\n" for p, reason in bad))
+    log.warning("%s: skipped %d bad file(s); list in %s", what, len(bad), path)
+
+
+def _cache_report_path(root: Path) -> Path:
+    # Never write into the source tree: reports of a raw folder go to the temp dir.
+    digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"alae_fast-bad-files-{digest}.txt"
+
+
+def _pow2_floor(n: int) -> int:
+    return 1 << (n.bit_length() - 1)
+
+
+class FileSource:
+    """A folder of images (nested). Output: square center crops at `full_resolution`
+    (given, or the largest power of two not above the median shorter side); images with a
+    shorter side below it are skipped. `report_path` receives the list of bad files."""
+
+    encoded = True
+
+    def __init__(self, root: Path, resolution: int | None = None, report_path: Path | None = None):
+        self.root = root
+        candidates = sorted(p for p in root.rglob("*") if p.is_file())
+        infos, bad = [], []
+        for p in candidates:
+            try:
+                with Image.open(p) as img:
+                    size, mode = img.size, img.mode
+                    img.verify()
+                infos.append((p, min(size), mode))
+            except Exception as exc:  # noqa: BLE001 - any unreadable file is reported
+                bad.append((p, f"unreadable ({type(exc).__name__})"))
+        if not infos:
+            raise ValueError(f"{root}: no readable images among {len(candidates)} file(s)")
+        self.full_resolution = resolution or _pow2_floor(int(np.median([s for _, s, _ in infos])))
+        self.paths = []
+        for p, side, mode in infos:
+            if side < self.full_resolution:
+                bad.append((p, f"smaller than {self.full_resolution}px"))
+            else:
+                self.paths.append(p)
+        self.channels = 1 if all(m in GRAY_MODES for _, _, m in infos) else 3
+        self.num_images = len(self.paths)
+        self.bad = bad
+        if not self.paths:
+            raise ValueError(f"{root}: no image has a shorter side of at least "
+                             f"{self.full_resolution}px")
+        self.report_path = report_path or _cache_report_path(root)
+        if bad:
+            write_report(bad, self.report_path, f"image folder {root}")
+
+    def report_bad(self, index: int, reason: str) -> None:
+        """A file that passed screening but failed to decode: log it and add it to the report."""
+        self.bad.append((self.paths[index], reason))
+        with open(self.report_path, "a") as f:
+            f.write(f"{reason}\t{self.paths[index]}\n")
+        log.warning("skipped unreadable %s (%s); list in %s", self.paths[index], reason,
+                    self.report_path)
+
+    def read(self, index: int) -> np.ndarray:
+        return np.fromfile(self.paths[index], np.uint8)
+
+    def decode(self, index: int) -> np.ndarray:
+        """uint8 CHW at full_resolution with Pillow (center crop, antialiased bilinear)."""
+        with Image.open(self.paths[index]) as img:
+            img = img.convert("L" if self.channels == 1 else "RGB")
+            w, h = img.size
+            side = min(w, h)
+            box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+            r = self.full_resolution
+            img = img.resize((r, r), Image.Resampling.BILINEAR, box=box)
+            arr = np.asarray(img, np.uint8)
+        return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+class RecordSource:
+    """TFRecord files, one set per resolution level, same image order in every level."""
+
+    encoded = False
+
+    def __init__(self, root: Path):
+        levels = defaultdict(list)
+        for p in sorted(root.iterdir()):
+            match = RECORD_NAME.match(p.name)
+            if match:
+                levels[1 << int(match.group(1))].append(p)
+        manifest = root / "prepare.json"
+        if manifest.exists() and not json.loads(manifest.read_text()).get("complete"):
+            raise ValueError(f"{root}: alae-fast prepare did not finish here; run it again "
+                             "to resume")
+        if not levels:
+            raise ValueError(f"{root}: no TFRecord files named <name>-rXX.tfrecords[.NNN]")
+        self.root = root
+        self.full_resolution = max(levels)
+        self._files = dict(levels)
+        self._index: dict[int, list] = {}
+        sizes = {res: len(self._entries(res)) for res in levels}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"{root}: levels hold different image counts {sizes}")
+        self.num_images = sizes[self.full_resolution]
+        if not self.num_images:
+            raise ValueError(f"{root}: the TFRecord files hold no images")
+        self.channels = int(self.read(0, self.full_resolution).shape[0])
+
+    def _entries(self, res: int) -> list[np.ndarray]:
+        """Every image of a level as a zero-copy view into the memory-mapped files,
+        parsed once when the level is first used (reads are then plain slices)."""
+        if res not in self._index:
+            images = []
+            for path in self._files[res]:
+                entries = records.scan(path)
+                if not entries:
+                    continue
+                with open(path, "rb") as f:
+                    buf = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+                for off, n in entries:
+                    try:
+                        images.append(records.decode_example(buf[off:off + n]))
+                    except ValueError as exc:
+                        raise ValueError(f"{path}: record at byte {off - 12}: {exc}") from None
+            self._index[res] = images
+        return self._index[res]
+
+    def level_for(self, res: int) -> int:
+        """The smallest stored level >= res (lower resolutions are box-filtered from it)."""
+        return min(r for r in self._files if r >= res)
+
+    def report_bad(self, index: int, reason: str) -> None:
+        raise ValueError(f"{self.root}: record {index} is unreadable ({reason}); "
+                         "re-run alae-fast prepare")
+
+    def read(self, index: int, level: int) -> np.ndarray:
+        return self._entries(level)[index]
+
+
+def open_source(path: Path):
+    """A RecordSource if the directory holds TFRecords, else a FileSource."""
+    if path.is_dir() and any(RECORD_NAME.match(p.name) for p in path.iterdir()):
+        return RecordSource(path)
+    if not path.is_dir():
+        raise ValueError(f"make_stream: {path} is not a directory")
+    return FileSource(path)

@@ -1,0 +1,152 @@
+"""Inference helpers: sampling, reconstruction, style mixing, W interpolation, latent edits.
+
+All take a built model (StyleALAE or MLPALAE, see load_model) and return images in [-1, 1];
+they run headless and under torch.no_grad. save_grid/save_gif write PNG/GIF files with Pillow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from alae_fast.models import ModelConfig, build_model
+from alae_fast.train.evaluate import resize
+from alae_fast.train.grids import save_grid, to_uint8
+
+__all__ = ["edit", "generate", "interpolate", "load_model", "reconstruct", "save_gif", "save_grid",
+           "seeds_to_z", "style_mix"]
+
+
+def load_model(path, which: str = "ema", device="cpu"):
+    """The model of an alae_fast checkpoint ({'config': {'model': ...}, 'model', 'ema'}), in eval mode."""
+    if which not in ("ema", "model"):
+        raise ValueError(f"load_model: argument 'which' must be 'ema' or 'model', got {which!r}")
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    cfg = (state.get("config") or {}).get("model") if isinstance(state, dict) else None
+    if not isinstance(cfg, dict) or which not in state:
+        raise ValueError(f"load_model: {path} is not an alae_fast checkpoint with config['model'] and {which!r}")
+    model = build_model(ModelConfig(**cfg))
+    model.load_state_dict(state[which])
+    return model.to(device).eval().requires_grad_(False)
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _lod(model, lod):
+    return model.max_lod if lod is None else lod
+
+
+def seeds_to_z(seeds, latent_size: int, device="cpu") -> torch.Tensor:
+    """One z ~ N(0, I) per integer seed, [len(seeds), latent_size], independent of the device."""
+    z = [torch.randn(latent_size, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+    return torch.stack(z).to(device)
+
+
+def _ws(model, seeds, psi, lod) -> torch.Tensor:
+    z = seeds_to_z(seeds, model.latent_size, _device(model))
+    ws = model.styles(z, lod, mixing_prob=0.0)
+    return ws if psi is None or psi == 1.0 else model.truncate(ws, psi)
+
+
+@torch.no_grad()
+def generate(model, seeds, psi: float | None = None, lod: int | None = None, noise: str = "fixed",
+             batch: int = 16) -> torch.Tensor:
+    """G(F(z_seed)) for each seed, truncated with psi (None or 1: off). [N, C, R, R]."""
+    lod = _lod(model, lod)
+    ws = _ws(model, seeds, psi, lod)
+    return torch.cat([model.generate(ws[i:i + batch], lod, noise=noise) for i in range(0, len(ws), batch)])
+
+
+def _as_images(model, images: torch.Tensor, lod: int) -> torch.Tensor:
+    x = images.to(_device(model))
+    x = x.float().div(127.5).sub(1.0) if x.dtype == torch.uint8 else x.float()
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    res = model.resolution(lod)
+    return resize(x, res) if x.shape[-1] != res else x
+
+
+@torch.no_grad()
+def reconstruct(model, images: torch.Tensor, lod: int | None = None, noise: str = "fixed",
+                batch: int = 16) -> torch.Tensor:
+    """(x, G(E(x))) pairs, [N, 2, C, R, R]. images: uint8 or [-1, 1] float, resized to the model's R."""
+    lod = _lod(model, lod)
+    x = _as_images(model, images, lod)
+    rec = torch.cat([model.generate(model.encode(x[i:i + batch], lod), lod, noise=noise)
+                     for i in range(0, len(x), batch)])
+    return torch.stack([x, rec], 1)
+
+
+@torch.no_grad()
+def style_mix(model, row_seeds, col_seeds, layer_range=None, psi: float | None = None,
+              lod: int | None = None, noise: str = "fixed") -> torch.Tensor:
+    """StyleGAN mixing grid, row-major with nrow = len(col_seeds) + 1: the top row holds the column
+    images, the left column the row images (top-left blank); cell (r, c) is row r's ws with the
+    layers in layer_range = (start, stop) taken from column c (default: the coarse half)."""
+    lod = _lod(model, lod)
+    rows, cols = _ws(model, row_seeds, psi, lod), _ws(model, col_seeds, psi, lod)
+    start, stop = layer_range if layer_range is not None else (0, max(1, min(model.num_ws, 2 * (lod + 1)) // 2))
+    if not 0 <= start < stop <= model.num_ws:
+        raise ValueError(f"style_mix: argument 'layer_range' must satisfy 0 <= start < stop <= {model.num_ws}, "
+                         f"got {layer_range}")
+    col_img = model.generate(cols, lod, noise=noise)
+    cells = [torch.full_like(col_img[:1], -1.0), col_img]
+    for r in range(len(rows)):
+        mixed = rows[r:r + 1].repeat(len(cols), 1, 1)
+        mixed[:, start:stop] = cols[:, start:stop]
+        cells += [model.generate(rows[r:r + 1], lod, noise=noise), model.generate(mixed, lod, noise=noise)]
+    return torch.cat(cells)
+
+
+@torch.no_grad()
+def interpolate(model, seed_a: int, seed_b: int, steps: int, psi: float | None = None,
+                lod: int | None = None, noise: str = "fixed") -> torch.Tensor:
+    """Frames along the straight line from w_a to w_b in W (both ends included), [steps, C, R, R]."""
+    if steps < 2:
+        raise ValueError(f"interpolate: argument 'steps' must be >= 2, got {steps}")
+    lod = _lod(model, lod)
+    ws = _ws(model, [seed_a, seed_b], psi, lod)
+    t = torch.linspace(0, 1, steps, device=ws.device)[:, None, None]
+    return model.generate(torch.lerp(ws[:1], ws[1:], t), lod, noise=noise)
+
+
+@torch.no_grad()
+def edit(model, w: torch.Tensor, direction: torch.Tensor, strengths, layers=None,
+         lod: int | None = None, noise: str = "fixed") -> torch.Tensor:
+    """G(w + s·direction) for each strength s, [len(strengths), C, R, R]. w: [ℓ] or [num_ws, ℓ];
+    direction: [ℓ]; layers = (start, stop) limits the edit to those style layers (default: all)."""
+    lod = _lod(model, lod)
+    w = w.to(_device(model)).float()
+    if w.dim() == 1:
+        w = w.expand(model.num_ws, -1)
+    direction = direction.to(w).reshape(-1)
+    if w.shape != (model.num_ws, model.latent_size) or direction.shape != (model.latent_size,):
+        raise ValueError(f"edit: arguments 'w' [{model.latent_size}] or [{model.num_ws}, {model.latent_size}] and "
+                         f"'direction' [{model.latent_size}] expected, got {list(w.shape)} and {list(direction.shape)}")
+    start, stop = layers if layers is not None else (0, model.num_ws)
+    mask = torch.zeros(model.num_ws, 1, device=w.device)
+    mask[start:stop] = 1
+    s = torch.as_tensor(list(strengths), dtype=w.dtype, device=w.device)[:, None, None]
+    return model.generate(w + s * mask * direction, lod, noise=noise)
+
+
+def save_gif(frames: torch.Tensor, path, fps: float = 15, loop: int = 0, min_side: int = 64) -> Path:
+    """An animated GIF of [T, C, H, W] frames in [-1, 1]; small frames are enlarged (nearest)."""
+    if frames.dim() != 4 or len(frames) == 0:
+        raise ValueError(f"save_gif({path}): frames must be [T, C, H, W] with T >= 1, got {list(frames.shape)}")
+    arr = to_uint8(frames)
+    factor = max(1, -(-min_side // arr.shape[1]))
+    images = []
+    for a in arr:
+        img = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a[..., :3])
+        if factor > 1:
+            img = img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
+        images.append(img)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=loop)
+    return path

@@ -1,0 +1,33 @@
+"""Model hyper-parameters shared by the trainer, the benchmarks and the checkpoint converter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KINDS = ("style", "mlp")
+
+
+@dataclass
+class ModelConfig:
+    kind: str                       # 'style' (StyleALAE) or 'mlp' (permutation-invariant MNIST ALAE)
+    layer_count: int = 4            # L; the image side is 2^(L+1)
+    startf: int = 64
+    maxf: int = 256
+    latent_size: int = 32           # ℓ
+    mapping_layers: int = 4
+    channels: int = 1
+    truncation_psi: float = 0.7
+    truncation_cutoff: int = 8
+    style_mixing_prob: float = 0.9
+    w_avg_beta: float = 0.995
+    impl: str = "auto"              # forwarded to every fused op
+    image_size: int = 28            # mlp only: the side of the (flattened) image
+    hidden: int = 1024              # mlp only: hidden width of E and G
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"ModelConfig: argument 'kind' must be one of {KINDS}, got {self.kind!r}")
+        for name in ("layer_count", "startf", "maxf", "latent_size", "mapping_layers", "channels", "image_size",
+                     "hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ModelConfig: argument '{name}' must be >= 1, got {getattr(self, name)}")

@@ -1,0 +1,60 @@
+"""The permutation-invariant MLP ALAE of the MNIST experiment (SPEC §3)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alae_fast.models.alae import ALAEBase
+from alae_fast.models.config import ModelConfig
+from alae_fast.nn import EqualizedLinear
+
+SLOPE = 0.2
+
+
+class MLP(nn.Module):
+    """EqualizedLinear layers with leaky ReLU 0.2 between them (none after the last)."""
+
+    def __init__(self, widths: list[int]):
+        super().__init__()
+        self.blocks = nn.ModuleList(EqualizedLinear(i, o) for i, o in zip(widths[:-1], widths[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for k, block in enumerate(self.blocks):
+            x = block(x)
+            if k < len(self.blocks) - 1:
+                x = F.leaky_relu(x, SLOPE)
+        return x
+
+
+class MLPALAE(ALAEBase):
+    """E: pixels→hidden→hidden→ℓ; G: ℓ→hidden→hidden→pixels; F and D as in StyleALAE.
+
+    Images are [N, channels, S, S] (flattened inside); lod, blend and noise are accepted and ignored.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        if cfg.kind != "mlp":
+            raise ValueError(f"MLPALAE: argument 'cfg.kind' must be 'mlp', got {cfg.kind!r}")
+        super().__init__(cfg, cfg.mapping_layers)
+        self.num_ws = 1
+        self.max_lod = 0
+        self.image_shape = (cfg.channels, cfg.image_size, cfg.image_size)
+        pixels = cfg.channels * cfg.image_size ** 2
+        self.encoder = MLP([pixels, cfg.hidden, cfg.hidden, cfg.latent_size])
+        self.generator = MLP([cfg.latent_size, cfg.hidden, cfg.hidden, pixels])
+
+    def resolution(self, lod: int = 0) -> int:
+        return self.cfg.image_size
+
+    def generate(self, ws: torch.Tensor, lod: int = 0, blend: float = 1.0, noise: str = "random") -> torch.Tensor:
+        """G: ws [N, ℓ] or [N, 1, ℓ] -> images [N, channels, S, S]."""
+        return self.generator(self._broadcast_ws(ws)[:, 0]).view(-1, *self.image_shape)
+
+    def encode(self, x: torch.Tensor, lod: int = 0, blend: float = 1.0) -> torch.Tensor:
+        """E: images [N, channels, S, S] -> w [N, ℓ]."""
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"encode: argument 'x' must have shape [N, {', '.join(map(str, self.image_shape))}], "
+                             f"got {list(x.shape)}")
+        return self.encoder(x.flatten(1))

@@ -1,0 +1,171 @@
+"""StyleALAE (SPEC §1, §3, §4): generator G, encoder E and the model with progressive growing.
+
+Block indices follow the official layout (SPEC §8): generator block i works at 4·2^i pixels;
+encoder block j mirrors generator block L−1−j, so encoder block 0 sees the full resolution.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alae_fast.models.alae import ALAEBase
+from alae_fast.models.config import ModelConfig
+from alae_fast.nn import Blur, EqualizedConv2d, FromRGB, ModulatedAdaIN, StyleExtract, ToRGB
+
+FUSED_RESOLUTION = 128  # at and above this side, resampling convs are fused (stride-2, 4×4)
+NOISE_MODES = ("random", "fixed", "const")
+
+
+def block_channels(cfg: ModelConfig, i: int) -> int:
+    """C_i = min(maxf, startf·2^(L−1−i)): channels of generator block i."""
+    return min(cfg.maxf, cfg.startf * 2 ** (cfg.layer_count - 1 - i))
+
+
+class DecodeBlock(nn.Module):
+    """[conv_1 (up) → blur] → adain_1(w_{2i}) → conv_2 → adain_2(w_{2i+1}). Block 0 has no conv_1."""
+
+    def __init__(self, index: int, in_channels: int, out_channels: int, latent_size: int, impl: str):
+        super().__init__()
+        self.index = index
+        self.resolution = 4 * 2 ** index
+        self.fused = self.resolution >= FUSED_RESOLUTION
+        if index > 0:
+            self.conv_1 = EqualizedConv2d(in_channels, out_channels, 3, bias=False, up=self.fused)
+            self.blur = Blur(out_channels)
+        self.adain_1 = ModulatedAdaIN(out_channels, latent_size, impl)
+        self.conv_2 = EqualizedConv2d(out_channels, out_channels, 3, bias=False)
+        self.adain_2 = ModulatedAdaIN(out_channels, latent_size, impl)
+        # Deterministic per-layer noise for noise='fixed' (not saved: it is rebuilt from the seed).
+        gen = torch.Generator().manual_seed(1000 + index)
+        size = (1, 1, self.resolution, self.resolution)
+        self.register_buffer("noise_fixed_1", torch.randn(size, generator=gen), persistent=False)
+        self.register_buffer("noise_fixed_2", torch.randn(size, generator=gen), persistent=False)
+
+    def _noise(self, x: torch.Tensor, mode: str, fixed: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        if mode == "random":
+            return torch.randn(n, 1, h, w, device=x.device, dtype=x.dtype)
+        if mode == "fixed":
+            return fixed.to(x.dtype).expand(n, -1, -1, -1)
+        # 'const': one random map shared by the whole batch.
+        return torch.randn(1, 1, h, w, device=x.device, dtype=x.dtype).expand(n, -1, -1, -1)
+
+    def forward(self, x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, noise: str) -> torch.Tensor:
+        if self.index > 0:
+            if not self.fused:
+                x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = self.blur(self.conv_1(x))
+        x = self.adain_1(x, w1, self._noise(x, noise, self.noise_fixed_1))
+        x = self.conv_2(x)
+        return self.adain_2(x, w2, self._noise(x, noise, self.noise_fixed_2))
+
+
+class Generator(nn.Module):
+    """G: ws [N, 2L, ℓ] -> image [N, channels, 4·2^lod, 4·2^lod]."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.layer_count = cfg.layer_count
+        self.impl = cfg.impl
+        chans = [block_channels(cfg, i) for i in range(cfg.layer_count)]
+        self.const = nn.Parameter(torch.ones(1, chans[0], 4, 4))
+        self.blocks = nn.ModuleList(
+            DecodeBlock(i, chans[max(i - 1, 0)], chans[i], cfg.latent_size, cfg.impl) for i in range(cfg.layer_count))
+        self.to_rgb = nn.ModuleList(ToRGB(c, cfg.channels, cfg.impl) for c in chans)
+
+    def forward(self, ws: torch.Tensor, lod: int, blend: float = 1.0, noise: str = "random") -> torch.Tensor:
+        x = self.const.to(ws.dtype).expand(ws.shape[0], -1, -1, -1)
+        for i in range(lod):
+            x = self.blocks[i](x, ws[:, 2 * i], ws[:, 2 * i + 1], noise)
+        high = self.to_rgb[lod](self.blocks[lod](x, ws[:, 2 * lod], ws[:, 2 * lod + 1], noise))
+        if lod == 0 or blend >= 1.0:
+            return high
+        return self.to_rgb[lod - 1].blend(x, high, blend)
+
+
+class EncodeBlock(nn.Module):
+    """conv_1 → extract_1 → blur → conv_2 (down) → extract_2. Returns (x, w1 + w2)."""
+
+    def __init__(self, index: int, in_channels: int, out_channels: int, latent_size: int, in_resolution: int,
+                 impl: str):
+        super().__init__()
+        self.index = index
+        self.fused = in_resolution >= FUSED_RESOLUTION
+        self.conv_1 = EqualizedConv2d(in_channels, in_channels, 3, bias=False)
+        self.extract_1 = StyleExtract(in_channels, latent_size, impl)
+        self.blur = Blur(in_channels)
+        self.conv_2 = EqualizedConv2d(in_channels, out_channels, 3, bias=False, down=self.fused)
+        self.extract_2 = StyleExtract(out_channels, latent_size, impl)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, w1 = self.extract_1(self.conv_1(x))
+        x = self.conv_2(self.blur(x))
+        if not self.fused:
+            x = F.avg_pool2d(x, 2)
+        x, w2 = self.extract_2(x)
+        return x, w1 + w2
+
+
+class Encoder(nn.Module):
+    """E: image [N, channels, 4·2^lod, 4·2^lod] -> w [N, ℓ] = Σ over active blocks (w1 + w2)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.layer_count = cfg.layer_count
+        chans = [block_channels(cfg, cfg.layer_count - 1 - j) for j in range(cfg.layer_count)]
+        outs = [min(cfg.maxf, cfg.startf * 2 ** (j + 1)) for j in range(cfg.layer_count)]
+        side = 2 ** (cfg.layer_count + 1)
+        self.blocks = nn.ModuleList(
+            EncodeBlock(j, chans[j], outs[j], cfg.latent_size, side >> j, cfg.impl) for j in range(cfg.layer_count))
+        self.from_rgb = nn.ModuleList(FromRGB(cfg.channels, c, cfg.impl) for c in chans)
+
+    def forward(self, img: torch.Tensor, lod: int, blend: float = 1.0) -> torch.Tensor:
+        first = self.layer_count - 1 - lod
+        x, w = self.blocks[first](self.from_rgb[first](img))
+        if lod > 0 and blend < 1.0:
+            w = w * blend
+            x = self.from_rgb[first + 1].blend(img, x, blend)
+        for block in self.blocks[first + 1:]:
+            x, wj = block(x)
+            w = w + wj
+        return w
+
+
+class StyleALAE(ALAEBase):
+    """StyleALAE with F (mapping_f), G (generator), E (encoder), D (mapping_d)."""
+
+    def __init__(self, cfg: ModelConfig):
+        if cfg.kind != "style":
+            raise ValueError(f"StyleALAE: argument 'cfg.kind' must be 'style', got {cfg.kind!r}")
+        super().__init__(cfg, cfg.mapping_layers)
+        self.num_ws = 2 * cfg.layer_count
+        self.max_lod = cfg.layer_count - 1
+        self.generator = Generator(cfg)
+        self.encoder = Encoder(cfg)
+
+    def resolution(self, lod: int) -> int:
+        return 4 * 2 ** lod
+
+    def _check_blend(self, blend: float) -> float:
+        blend = float(blend)
+        if not 0.0 <= blend <= 1.0:
+            raise ValueError(f"argument 'blend' must be in [0, 1], got {blend}")
+        return blend
+
+    def generate(self, ws: torch.Tensor, lod: int, blend: float = 1.0, noise: str = "random") -> torch.Tensor:
+        """G: ws [N, ℓ] or [N, 2L, ℓ] -> images [N, channels, R, R], R = resolution(lod)."""
+        self._check_lod(lod)
+        if noise not in NOISE_MODES:
+            raise ValueError(f"generate: argument 'noise' must be one of {NOISE_MODES}, got {noise!r}")
+        return self.generator(self._broadcast_ws(ws), lod, self._check_blend(blend), noise)
+
+    def encode(self, x: torch.Tensor, lod: int, blend: float = 1.0) -> torch.Tensor:
+        """E: images [N, channels, R, R] -> w [N, ℓ]."""
+        self._check_lod(lod)
+        r = self.resolution(lod)
+        if x.dim() != 4 or x.shape[1:] != (self.channels, r, r):
+            raise ValueError(f"encode: argument 'x' must have shape [N, {self.channels}, {r}, {r}] at lod {lod}, "
+                             f"got {list(x.shape)}")
+        return self.encoder(x, lod, self._check_blend(blend))

@@ -1,0 +1,194 @@
+"""Argument checks, tiling and launch helpers shared by the Triton kernels.
+
+The checks mirror csrc/common.h: errors name the op and the argument.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+SLOPE = tl.constexpr(0.2)  # leaky ReLU slope of the AdaIN, style and noise ops
+
+# Row kernels keep a whole row in registers up to ROW_SINGLE_MAX elements, else loop over it.
+# The interpreter uses small sizes so that small test rows reach the looped path too.
+ROW_SINGLE_MAX = 64 if INTERPRET else 4096
+ROW_TILE = 64 if INTERPRET else 2048  # elements of a single-path tile ([ROWS, BLOCK])
+ROW_LOOP_BLOCK = 32  # interpreter only; on GPU the looped BLOCK is autotuned
+FLAT_BLOCK = 64  # interpreter only; on GPU the elementwise BLOCK is autotuned
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks
+# ---------------------------------------------------------------------------------------------
+def _fmt(shape) -> str:
+    return "[" + ", ".join(str(s) for s in shape) + "]"
+
+
+def check_activation(op: str, name: str, t: torch.Tensor, device: torch.device, ndim: int = 4) -> None:
+    """A floating `ndim`-D contiguous tensor on `device` that Triton can run on."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: argument '{name}' must be a Tensor, got {type(t).__name__}")
+    if t.device != device:
+        raise ValueError(f"{op}: argument '{name}' is on {t.device}, expected {device}")
+    if t.device.type != "cuda" and not (t.device.type == "cpu" and INTERPRET):
+        raise ValueError(f"{op}: argument '{name}' is on {t.device}; Triton kernels need CUDA tensors, "
+                         "or CPU tensors under TRITON_INTERPRET=1")
+    if t.dtype not in _FLOATS:
+        raise TypeError(f"{op}: argument '{name}' must be float16/bfloat16/float32/float64, got {t.dtype}")
+    if t.dim() != ndim:
+        raise ValueError(f"{op}: argument '{name}' must be {ndim}-D, got shape {_fmt(t.shape)}")
+    if not t.is_contiguous():
+        raise ValueError(f"{op}: argument '{name}' must be contiguous (NCHW)")
+    if t.numel() > 2**31 - 1:
+        raise ValueError(f"{op}: argument '{name}' has {t.numel()} elements; at most 2^31-1 are supported")
+
+
+def check_even(op: str, name: str, t: torch.Tensor) -> None:
+    check_activation(op, name, t, t.device)
+    if t.shape[2] % 2 or t.shape[3] % 2:
+        raise ValueError(f"{op}: argument '{name}' needs even H and W for 2x2 resampling, "
+                         f"got {t.shape[2]}x{t.shape[3]}")
+
+
+def check_tensor(op: str, name: str, t, device: torch.device, dtype: torch.dtype, shape, spec: str) -> None:
+    """A contiguous tensor of exactly `shape` and `dtype` on `device`."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: argument '{name}' must be a Tensor, got {type(t).__name__}")
+    if t.device != device:
+        raise ValueError(f"{op}: argument '{name}' is on {t.device}, expected {device}")
+    if t.dtype != dtype:
+        raise TypeError(f"{op}: argument '{name}' must have dtype {dtype}, got {t.dtype}")
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{op}: argument '{name}' must have shape {spec} = {_fmt(shape)}, got {_fmt(t.shape)}")
+    if not t.is_contiguous():
+        raise ValueError(f"{op}: argument '{name}' must be contiguous")
+
+
+def check_alpha(op: str, alpha) -> None:
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"{op}: argument 'alpha' must be in [0, 1], got {alpha}")
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Statistics, per-channel parameters and styles: fp64 for fp64 activations, else fp32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def tl_acc(dtype: torch.dtype):
+    """The accumulation dtype as a Triton constexpr."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def split_scalar(value: float) -> tuple[float, float]:
+    """(hi, lo) with hi = fp32(value) and hi + lo ≈ value to ~2^-48.
+
+    Triton passes Python floats as fp32; kernels rebuild hi + lo in the accumulation dtype,
+    so fp16/bf16/fp32 math stays in fp32 and fp64 inputs still see a near-exact scalar.
+    """
+    hi = float(torch.tensor(value, dtype=torch.float32))
+    return hi, float(torch.tensor(value - hi, dtype=torch.float32))
+
+
+# ---------------------------------------------------------------------------------------------
+# Device-side helpers
+# ---------------------------------------------------------------------------------------------
+@triton.jit
+def scalar(hi, lo, ACC: tl.constexpr):
+    """A split host scalar (see split_scalar) in the accumulation dtype."""
+    return tl.cast(hi, ACC) + tl.cast(lo, ACC)
+
+
+@triton.jit
+def const(value: tl.constexpr, ACC: tl.constexpr):
+    """A Python constant materialised exactly in ACC (a bare float would be rounded to fp32)."""
+    return tl.full([], value, ACC)
+
+
+@triton.jit
+def leaky(v, slope):
+    return tl.where(v > 0, v, v * slope)
+
+
+@triton.jit
+def leaky_grad(pre, slope):
+    """d leaky / d pre; `slope` at pre == 0, as torch's leaky_relu."""
+    return tl.where(pre > 0, 1.0, slope)
+
+
+@triton.jit
+def welford_combine(mean_a, m2_a, n_a, mean_b, m2_b, n_b):
+    """Chan's pairwise merge of (mean, sum of squared deviations, count); empty sides are ignored."""
+    n = n_a + n_b
+    w_b = tl.where(n > 0, n_b / tl.maximum(n, 1.0), 0.0)
+    delta = mean_b - mean_a
+    return mean_a + delta * w_b, m2_a + m2_b + delta * delta * n_a * w_b, n
+
+
+# ---------------------------------------------------------------------------------------------
+# Launch helpers: autotuned on GPU, one fixed small config in the interpreter
+# ---------------------------------------------------------------------------------------------
+def _prev_pow2(v: int) -> int:
+    return 1 << (v.bit_length() - 1)
+
+
+class RowKernel:
+    """A kernel over [N*C, HW] rows with tiles [ROWS, BLOCK].
+
+    Single path (HW ≤ ROW_SINGLE_MAX): BLOCK = next_pow2(HW), ROWS rows per program, the
+    row lives in registers; num_warps is autotuned. Looped path: one row per program, BLOCK
+    and num_warps autotuned. Both are keyed on HW (and the argument dtypes).
+    `has_single` is False for kernels that always loop (no SINGLE constexpr).
+    """
+
+    def __init__(self, fn, has_single: bool = True):
+        self.fn, self.has_single = fn, has_single
+        if INTERPRET:
+            return
+        self.single = triton.autotune(
+            [triton.Config({}, num_warps=w) for w in (1, 2, 4, 8)], key=["HW", "BLOCK", "ROWS"])(fn)
+        self.looped = triton.autotune(
+            [triton.Config({"BLOCK": b}, num_warps=w) for b in (1024, 2048, 4096) for w in (4, 8, 16)],
+            key=["HW"])(fn)
+
+    def __call__(self, rows: int, hw: int, *args, **flags) -> None:
+        if triton.next_power_of_2(hw) <= ROW_SINGLE_MAX:
+            block = triton.next_power_of_2(hw)
+            # Several short rows per program, keeping enough programs to fill the GPU.
+            per = max(1, ROW_TILE // block)
+            if not INTERPRET:
+                per = min(per, _prev_pow2(max(1, rows // 1024)))
+            per = min(per, triton.next_power_of_2(rows))
+            if self.has_single:
+                flags["SINGLE"] = True
+            kernel = self.fn if INTERPRET else self.single
+            kernel[(triton.cdiv(rows, per),)](*args, rows, hw, BLOCK=block, ROWS=per, **flags)
+            return
+        if self.has_single:
+            flags["SINGLE"] = False
+        if INTERPRET:
+            self.fn[(rows,)](*args, rows, hw, BLOCK=ROW_LOOP_BLOCK, ROWS=1, **flags)
+        else:
+            self.looped[(rows,)](*args, rows, hw, ROWS=1, **flags)
+
+
+class FlatKernel:
+    """A kernel over `numel` independent items in 1-D blocks of BLOCK; BLOCK/num_warps autotuned."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        if not INTERPRET:
+            self.tuned = triton.autotune(
+                [triton.Config({"BLOCK": b}, num_warps=w) for b in (512, 1024, 2048) for w in (4, 8)],
+                key=["numel"])(fn)
+
+    def __call__(self, numel: int, *args, **flags) -> None:
+        if INTERPRET:
+            self.fn[(triton.cdiv(numel, FLAT_BLOCK),)](*args, numel, BLOCK=FLAT_BLOCK, **flags)
+        else:
+            self.tuned[lambda meta: (triton.cdiv(numel, meta["BLOCK"]),)](*args, numel, **flags)

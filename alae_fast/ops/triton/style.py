@@ -1,0 +1,171 @@
+"""Instance-norm style extraction (SPEC §7.2) in Triton: one program per tile of (n, c) rows.
+
+t = lrelu(x + b[c], 0.2);  y = (t − μ)·rsqrt(σ² + 1e-5);  stats = (μ | σ).
+The backward takes gradients from y and from both statistics and recomputes t.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from alae_fast.ops.triton._common import (SLOPE, RowKernel, acc_dtype, check_activation, check_tensor, const, leaky,
+                                          leaky_grad, tl_acc, welford_combine)
+
+EPS = tl.constexpr(1e-5)
+
+
+@triton.jit
+def _style_fwd_kernel(
+    x_ptr,  # [N*C, HW] x.dtype
+    b_ptr,  # [C] acc
+    y_ptr,  # [N*C, HW] x.dtype, written
+    stats_ptr,  # [N, 2C] acc, (mean | std), written
+    C,  # channels
+    NC,  # rows = N*C
+    HW,  # row length
+    ACC: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr, SINGLE: tl.constexpr,
+):
+    slope = const(SLOPE, ACC)
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # [ROWS]
+    row_ok = rows < NC
+    n, c = rows // C, rows % C
+    b = tl.load(b_ptr + c, mask=row_ok, other=0)[:, None]
+    x_row = x_ptr + rows[:, None] * HW  # [ROWS, 1]
+    y_row = y_ptr + rows[:, None] * HW
+    cols = tl.arange(0, BLOCK)[None, :]  # [1, BLOCK]
+    if SINGLE:
+        mask = row_ok[:, None] & (cols < HW)
+        t = leaky(tl.load(x_row + cols, mask=mask, other=0).to(ACC) + b, slope)
+        mean = tl.sum(tl.where(mask, t, 0.0), 1) / HW
+        centered = tl.where(mask, t - mean[:, None], 0.0)
+        var = tl.sum(centered * centered, 1) / HW
+        rstd = 1.0 / tl.sqrt(var + const(EPS, ACC))
+        tl.store(y_row + cols, (centered * rstd[:, None]).to(y_ptr.dtype.element_ty), mask=mask)
+    else:
+        # Pass 1: per-lane Welford statistics, merged across lanes at the end.
+        lane_mean = tl.zeros([ROWS, BLOCK], ACC)
+        lane_m2 = tl.zeros([ROWS, BLOCK], ACC)
+        lane_n = tl.zeros([ROWS, BLOCK], ACC)
+        for start in range(0, HW, BLOCK):
+            mask = row_ok[:, None] & (start + cols < HW)
+            t = leaky(tl.load(x_row + start + cols, mask=mask, other=0).to(ACC) + b, slope)
+            lane_n += tl.where(mask, 1.0, 0.0)
+            delta = t - lane_mean
+            lane_mean += tl.where(mask, delta / tl.maximum(lane_n, 1.0), 0.0)
+            lane_m2 += tl.where(mask, delta * (t - lane_mean), 0.0)
+        mean, m2, _ = tl.reduce((lane_mean, lane_m2, lane_n), 1, welford_combine)
+        var = m2 / HW
+        rstd = 1.0 / tl.sqrt(var + const(EPS, ACC))
+        # Pass 2: normalise.
+        for start in range(0, HW, BLOCK):
+            mask = row_ok[:, None] & (start + cols < HW)
+            t = leaky(tl.load(x_row + start + cols, mask=mask, other=0).to(ACC) + b, slope)
+            y = (t - mean[:, None]) * rstd[:, None]
+            tl.store(y_row + start + cols, y.to(y_ptr.dtype.element_ty), mask=mask)
+    tl.store(stats_ptr + n * 2 * C + c, mean, mask=row_ok)
+    tl.store(stats_ptr + n * 2 * C + C + c, tl.sqrt(var), mask=row_ok)
+
+
+@triton.jit
+def _style_bwd_kernel(
+    grad_y_ptr,  # [N*C, HW] x.dtype
+    grad_stats_ptr,  # [N, 2C] acc, (d mean | d std)
+    x_ptr,  # [N*C, HW] x.dtype
+    b_ptr,  # [C] acc
+    stats_ptr,  # [N, 2C] acc, (mean | std)
+    grad_x_ptr,  # [N*C, HW] x.dtype, written
+    part_b_ptr,  # [N*C] acc, written: Σ_hw dpre of each row
+    C,  # channels
+    NC,  # rows = N*C
+    HW,  # row length
+    ACC: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr, SINGLE: tl.constexpr,
+):
+    slope = const(SLOPE, ACC)
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # [ROWS]
+    row_ok = rows < NC
+    n, c = rows // C, rows % C
+    b = tl.load(b_ptr + c, mask=row_ok, other=0)[:, None]
+    mean = tl.load(stats_ptr + n * 2 * C + c, mask=row_ok, other=0)
+    std = tl.load(stats_ptr + n * 2 * C + C + c, mask=row_ok, other=0)
+    rstd = (1.0 / tl.sqrt(std * std + const(EPS, ACC)))[:, None]
+    # Gradients reaching t through the mean and the std outputs; d std / d t is 0 where std is 0.
+    g_mean = (tl.load(grad_stats_ptr + n * 2 * C + c, mask=row_ok, other=0) / HW)[:, None]
+    g_std = tl.load(grad_stats_ptr + n * 2 * C + C + c, mask=row_ok, other=0)
+    g_std = tl.where(std > 0, g_std / (HW * tl.where(std > 0, std, 1.0)), 0.0)[:, None]
+    mean = mean[:, None]
+    x_row = x_ptr + rows[:, None] * HW  # [ROWS, 1]
+    g_row = grad_y_ptr + rows[:, None] * HW
+    gx_row = grad_x_ptr + rows[:, None] * HW
+    cols = tl.arange(0, BLOCK)[None, :]  # [1, BLOCK]
+    if SINGLE:
+        mask = row_ok[:, None] & (cols < HW)
+        pre = tl.load(x_row + cols, mask=mask, other=0).to(ACC) + b
+        centered = leaky(pre, slope) - mean
+        g = tl.load(g_row + cols, mask=mask, other=0).to(ACC)
+        mean_g = (tl.sum(g, 1) / HW)[:, None]
+        mean_gx = (tl.sum(tl.where(mask, g * centered * rstd, 0.0), 1) / HW)[:, None]
+        dt = rstd * (g - mean_g - centered * rstd * mean_gx) + g_mean + g_std * centered
+        dpre = tl.where(mask, dt * leaky_grad(pre, slope), 0.0)
+        tl.store(gx_row + cols, dpre.to(grad_x_ptr.dtype.element_ty), mask=mask)
+        sum_dpre = tl.sum(dpre, 1)
+    else:
+        # Pass 1: Σ g and Σ g·xhat.
+        acc_g = tl.zeros([ROWS, BLOCK], ACC)
+        acc_gx = tl.zeros([ROWS, BLOCK], ACC)
+        for start in range(0, HW, BLOCK):
+            mask = row_ok[:, None] & (start + cols < HW)
+            pre = tl.load(x_row + start + cols, mask=mask, other=0).to(ACC) + b
+            g = tl.load(g_row + start + cols, mask=mask, other=0).to(ACC)
+            acc_g += g
+            acc_gx += tl.where(mask, g * (leaky(pre, slope) - mean) * rstd, 0.0)
+        mean_g = (tl.sum(acc_g, 1) / HW)[:, None]
+        mean_gx = (tl.sum(acc_gx, 1) / HW)[:, None]
+        # Pass 2: grad_x and the per-row sum for grad_bias.
+        acc_d = tl.zeros([ROWS, BLOCK], ACC)
+        for start in range(0, HW, BLOCK):
+            mask = row_ok[:, None] & (start + cols < HW)
+            pre = tl.load(x_row + start + cols, mask=mask, other=0).to(ACC) + b
+            centered = leaky(pre, slope) - mean
+            g = tl.load(g_row + start + cols, mask=mask, other=0).to(ACC)
+            dt = rstd * (g - mean_g - centered * rstd * mean_gx) + g_mean + g_std * centered
+            dpre = tl.where(mask, dt * leaky_grad(pre, slope), 0.0)
+            tl.store(gx_row + start + cols, dpre.to(grad_x_ptr.dtype.element_ty), mask=mask)
+            acc_d += dpre
+        sum_dpre = tl.sum(acc_d, 1)
+    tl.store(part_b_ptr + rows, sum_dpre, mask=row_ok)
+
+
+_fwd = RowKernel(_style_fwd_kernel)
+_bwd = RowKernel(_style_bwd_kernel)
+
+
+def style_fwd(x, bias):
+    """(y [N,C,H,W], stats [N,2C] = (mean | std) in acc dtype)."""
+    check_activation("style_fwd", "x", x, x.device)
+    n, c, h, w = x.shape
+    check_tensor("style_fwd", "bias", bias, x.device, acc_dtype(x.dtype), (c,), "[C]")
+    y = torch.empty_like(x)
+    stats = torch.empty((n, 2 * c), dtype=bias.dtype, device=x.device)
+    if x.numel():
+        _fwd(n * c, h * w, x, bias, y, stats, c, ACC=tl_acc(x.dtype))
+    return y, stats
+
+
+def style_bwd(grad_y, grad_stats, x, bias, stats):
+    """(grad_x [N,C,H,W], grad_bias [C]) from grad_y [N,C,H,W] and grad_stats [N,2C] (acc)."""
+    op = "style_bwd"
+    check_activation(op, "x", x, x.device)
+    n, c, h, w = x.shape
+    acc = acc_dtype(x.dtype)
+    check_tensor(op, "grad_y", grad_y, x.device, x.dtype, x.shape, "[N, C, H, W]")
+    check_tensor(op, "grad_stats", grad_stats, x.device, acc, (n, 2 * c), "[N, 2C]")
+    check_tensor(op, "bias", bias, x.device, acc, (c,), "[C]")
+    check_tensor(op, "stats", stats, x.device, acc, (n, 2 * c), "[N, 2C]")
+    grad_x = torch.empty_like(x)
+    # Per-(n, c) partial sums, reduced over N afterwards: deterministic, no atomics.
+    part_b = torch.zeros((n, c), dtype=acc, device=x.device)
+    if x.numel():
+        _bwd(n * c, h * w, grad_y, grad_stats, x, bias, stats, grad_x, part_b, c, ACC=tl_acc(x.dtype))
+    return grad_x, part_b.sum(0)

@@ -1,0 +1,112 @@
+"""Run configs: YAML with a `model` section (alae_fast.models.ModelConfig) and a `train`
+section (TrainConfig). Built-in configs live in alae_fast/configs/<name>.yaml."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from alae_fast.models import ModelConfig
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "builtin:digits"  # make_stream source: path, builtin:<name>
+    # Length of each level and of the run: in epochs of the dataset, or in kimg (wins if set).
+    epochs_per_lod: float = 1.0
+    epochs: float = 1.0
+    kimg_per_lod: float | None = None
+    total_kimg: float | None = None
+    batch_per_lod: list = field(default_factory=lambda: [32])  # global batch (all ranks)
+    lr_per_lod: list = field(default_factory=lambda: [0.0015])
+    adam_betas: tuple = (0.0, 0.99)
+    adam_eps: float = 1e-8
+    r1_gamma: float = 10.0
+    r1_interval: int = 1  # lazy R1: every k D steps, scaled by k
+    ema_half_life_kimg: float = 10.0
+    mirror: bool = False
+    seed: int = 0
+    log_kimg: float = 1.0
+    grid_kimg: float = 10.0
+    snapshot_kimg: float = 50.0
+    keep_checkpoints: int = 3
+    grid_size: int = 8  # images per grid row
+
+    def images_per_lod(self, num_images: int) -> int:
+        if self.kimg_per_lod is not None:
+            return max(1, round(self.kimg_per_lod * 1000))
+        return max(1, round(self.epochs_per_lod * num_images))
+
+    def total_images(self, num_images: int) -> int:
+        if self.total_kimg is not None:
+            return max(1, round(self.total_kimg * 1000))
+        return max(1, round(self.epochs * num_images))
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig
+    train: TrainConfig
+    name: str = "custom"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "model": dataclasses.asdict(self.model),
+                "train": _plain(dataclasses.asdict(self.train))}
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "config") -> "RunConfig":
+        extra = set(data) - {"name", "model", "train"}
+        if extra:
+            raise ValueError(f"{where}: unknown top-level keys {sorted(extra)}")
+        model = _build(ModelConfig, data.get("model") or {}, f"{where}: model")
+        train = _build(TrainConfig, data.get("train") or {}, f"{where}: train")
+        return cls(model=model, train=train, name=data.get("name", "custom"))
+
+
+def _plain(obj):
+    """Tuples to lists so the dict is YAML/weights_only friendly."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _build(cls, values: dict, where: str):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(names)}")
+    values = dict(values)
+    if "adam_betas" in values:
+        values["adam_betas"] = tuple(values["adam_betas"])
+    return cls(**values)
+
+
+def available_configs() -> list[str]:
+    files = resources.files("alae_fast").joinpath("configs").iterdir()
+    return sorted(f.name[:-5] for f in files if f.name.endswith(".yaml"))
+
+
+def load_config(name_or_path: str) -> RunConfig:
+    """A built-in config by name (e.g. 'mnist', 'ffhq') or a YAML file path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        text, where, default_name = path.read_text(), str(path), path.stem
+    else:
+        res = resources.files("alae_fast").joinpath("configs", f"{name_or_path}.yaml")
+        if not res.is_file():
+            raise ValueError(f"unknown config {name_or_path!r}; built-in configs: "
+                             f"{', '.join(available_configs())} (or pass a .yaml path)")
+        text, where, default_name = res.read_text(), f"configs/{name_or_path}.yaml", name_or_path
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping at the top level")
+    data.setdefault("name", default_name)
+    return RunConfig.from_dict(data, where)

@@ -1,0 +1,228 @@
+"""Render a pytest-benchmark JSON of this suite as Markdown tables and PNG plots.
+
+    python -m benchmarks.report BENCH.json [--out benchmarks/results/<device>/]
+
+Writes report.md, the plots and a copy of the JSON into --out (default: a folder named after
+the device), and prints the Markdown. Every number comes from the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+from benchmarks import shapes
+
+BASELINES = ("ref", "compile")
+BACKEND_ORDER = ("ref", "compile", "cpu", "cuda", "triton")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def device_folder(info: dict) -> str:
+    name = slug(info.get("device") or "unknown")
+    return name if info.get("device_type") == "cuda" else f"cpu-{name}"
+
+
+def load(path: str) -> tuple[dict, list[dict]]:
+    with open(path) as f:
+        data = json.load(f)
+    info = dict(data.get("machine_info", {}).get("alae_fast", {}))
+    info.setdefault("commit", data.get("commit_info", {}).get("id"))
+    return info, [b["extra_info"] for b in data["benchmarks"] if b.get("extra_info", {}).get("kind")]
+
+
+def _key(e: dict) -> tuple:
+    return e["op"], tuple(e["shape"]), e["dtype"], e["mode"]
+
+
+def speedups(ops: list[dict]) -> None:
+    """Fill speedup_vs_ref / speedup_vs_compile from the baselines in the same JSON."""
+    base = {(_key(e), e["backend"]): e["median_s"] for e in ops if e["backend"] in BASELINES}
+    for e in ops:
+        for b in BASELINES:
+            t = base.get((_key(e), b))
+            e[f"speedup_vs_{b}"] = t / e["median_s"] if t else None
+
+
+def _fmt(value, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def header(info: dict, ops: list[dict], models: list[dict]) -> str:
+    copy = next((e["copy_GBps"] for e in ops if e.get("copy_GBps")), None)
+    shape_list = sorted({(e["op"], "x".join(map(str, e["shape"])), ", ".join(e.get("where", []))) for e in ops})
+    lines = [
+        f"- device: **{info.get('device')}** ({info.get('device_type')}, {info.get('cpu_threads')} CPU threads)",
+        f"- commit: `{info.get('commit')}`",
+        f"- torch {info.get('torch')}, CUDA {info.get('cuda')}, triton {info.get('triton')}",
+        f"- copy bandwidth (read + write, same run): {_fmt(copy, '.1f')} GB/s",
+        f"- dtypes: {', '.join(sorted({e['dtype'] for e in ops})) or '–'}; "
+        f"model variants: {', '.join(sorted({e['variant'] for e in models})) or '–'}",
+        "- op shapes [N, C, H, W] (per-GPU batch of the official 8-GPU schedule):",
+        *[f"  - {op} {s}: {where or 'smoke'}" for op, s, where in shape_list],
+    ]
+    return "\n".join(lines)
+
+
+def op_table(ops: list[dict]) -> str:
+    rows = ["| op | shape | dtype | mode | backend | median µs | GB/s | % copy BW | peak MiB | × eager | × compile |",
+            "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    order = sorted(ops, key=lambda e: (*_key(e), BACKEND_ORDER.index(e["backend"])))
+    for e in order:
+        peak = None if e.get("peak_mem_bytes") is None else e["peak_mem_bytes"] / 2**20
+        rows.append(f"| {e['op']} | {'x'.join(map(str, e['shape']))} | {e['dtype']} | {e['mode']} | {e['backend']} | "
+                    f"{e['median_s'] * 1e6:.1f} | {e['GBps']:.3g} | {_fmt(e.get('pct_copy_bw'), '.3g')} | "
+                    f"{_fmt(peak, '.1f')} | {_fmt(e['speedup_vs_ref'], '.2f')} | {_fmt(e['speedup_vs_compile'], '.2f')} |")
+    return "\n".join(rows)
+
+
+def model_tables(models: list[dict]) -> str:
+    train = [e for e in models if e["kind"] == "train"]
+    infer = [e for e in models if e["kind"] == "infer"]
+    out = []
+    if train:
+        out += ["| variant | config | lod | res | batch | img/s | peak GiB | compile |", "|---|---|---:|---:|---:|---:|---:|---|"]
+        for e in sorted(train, key=lambda e: (e["variant"], e["config"], e["lod"])):
+            peak = None if e.get("peak_mem_bytes") is None else e["peak_mem_bytes"] / 2**30
+            out.append(f"| {e['variant']} | {e['config']} | {e['lod']} | {e['resolution']} | {e['batch']} | "
+                       f"{e['img_per_s']:.1f} | {_fmt(peak, '.2f')} | {e.get('compile', '')} |")
+    if infer:
+        out += ["", "| inference | variant | config | res | batch | img/s | peak GiB |", "|---|---|---|---:|---:|---:|---:|"]
+        for e in sorted(infer, key=lambda e: (e["what"], e["variant"], e["config"], e["lod"])):
+            peak = None if e.get("peak_mem_bytes") is None else e["peak_mem_bytes"] / 2**30
+            out.append(f"| {e['what']} | {e['variant']} | {e['config']} | {e['resolution']} | {e['batch']} | "
+                       f"{e['img_per_s']:.1f} | {_fmt(peak, '.2f')} |")
+    return "\n".join(out)
+
+
+def projection(models: list[dict]) -> str:
+    """ESTIMATE of the full ffhq schedule's wall time from the measured per-lod img/s.
+
+    ffhq lods whose network and batch equal celeba-hq256's (shapes.same_network) use those
+    measurements. 8 GPUs assume perfect data-parallel scaling (no communication cost)."""
+    ffhq = shapes.CONFIGS["ffhq"]
+    rate = defaultdict(dict)
+    for e in models:
+        if e["kind"] == "train":
+            rate[e["variant"]][(e["config"], e["lod"])] = e["img_per_s"]
+    rows = ["| variant | 1 GPU (days) | 8 GPUs (days) |", "|---|---:|---:|"]
+    for variant, r in sorted(rate.items()):
+        seconds = 0.0
+        for lod in range(ffhq.layer_count):
+            ips = r.get(("ffhq", lod))
+            if ips is None and shapes.same_network("ffhq", "celeba-hq256", lod):
+                ips = r.get(("celeba-hq256", lod))
+            if ips is None:
+                break
+            seconds += ffhq.epochs_at(lod) * ffhq.train_images / ips
+        else:
+            rows.append(f"| {variant} | {seconds / 86400:.2f} | {seconds / 8 / 86400:.2f} |")
+            continue
+        rows.append(f"| {variant} | incomplete: no lod {lod} | – |")
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
+def plots(ops: list[dict], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    op_names = sorted({e["op"] for e in ops})
+    for mode in sorted({e["mode"] for e in ops}):
+        for dtype in sorted({e["dtype"] for e in ops}):
+            sel = [e for e in ops if e["mode"] == mode and e["dtype"] == dtype and e["backend"] != "ref"
+                   and e["speedup_vs_ref"] is not None]
+            if not sel:
+                continue
+            fig, axes = plt.subplots(len(op_names), 1, figsize=(10, 2.6 * len(op_names)), squeeze=False)
+            for ax, op in zip(axes[:, 0], op_names):
+                rows = [e for e in sel if e["op"] == op]
+                labels = sorted({"x".join(map(str, e["shape"])) for e in rows}, key=lambda s: [int(v) for v in s.split("x")])
+                backends = [b for b in BACKEND_ORDER if any(e["backend"] == b for e in rows)]
+                width = 0.8 / max(len(backends), 1)
+                for k, b in enumerate(backends):
+                    val = {"x".join(map(str, e["shape"])): e["speedup_vs_ref"] for e in rows if e["backend"] == b}
+                    ax.bar([i + k * width for i in range(len(labels))], [val.get(s, 0) for s in labels], width, label=b)
+                ax.axhline(1.0, color="k", lw=0.8)
+                ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))], labels, fontsize=7)
+                ax.set_title(op, fontsize=9)
+                ax.set_ylabel("× eager ref")
+                ax.legend(fontsize=7)
+            fig.suptitle(f"speedup vs eager reference, {mode}, {dtype}")
+            fig.tight_layout()
+            name = f"speedup_{slug(mode)}_{dtype}.png"
+            fig.savefig(out / name, dpi=110)
+            plt.close(fig)
+            names.append(name)
+        sel = [e for e in ops if e["mode"] == mode and e.get("pct_copy_bw") is not None]
+        if not sel:
+            continue
+        fig, axes = plt.subplots(1, len(op_names), figsize=(3.2 * len(op_names), 3.2), squeeze=False, sharey=True)
+        for ax, op in zip(axes[0], op_names):
+            series = defaultdict(list)
+            for e in sel:
+                if e["op"] == op:
+                    series[(e["backend"], e["dtype"])].append((e["bytes"], e["pct_copy_bw"]))
+            for (b, dt), pts in sorted(series.items()):
+                pts.sort()
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=f"{b} {dt}")
+            ax.set_xscale("log")
+            ax.set_title(op, fontsize=9)
+            ax.set_xlabel("minimal bytes moved")
+        axes[0, 0].set_ylabel("% of copy bandwidth")
+        axes[0, -1].legend(fontsize=6)
+        fig.suptitle(f"achieved bandwidth, {mode}")
+        fig.tight_layout()
+        name = f"bandwidth_{slug(mode)}.png"
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
+def render(path: str, out: Path | None) -> tuple[str, Path]:
+    info, entries = load(path)
+    ops = [e for e in entries if e["kind"] == "op"]
+    models = [e for e in entries if e["kind"] in ("train", "infer")]
+    speedups(ops)
+    out = out or Path(__file__).parent / "results" / device_folder(info)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = [f"# Benchmarks on {info.get('device')}", "", header(info, ops, models)]
+    if ops:
+        parts += ["", "## Fused ops (parity checked against fp64 before timing)", "", op_table(ops)]
+    if models:
+        parts += ["", "## Model throughput", "", model_tables(models)]
+        proj = projection(models)
+        if proj:
+            parts += ["", "## ffhq full schedule, ESTIMATE from measured per-lod img/s", "",
+                      projection.__doc__.split("\n\n")[1].strip(), "", proj]
+    figures = plots(ops, out) if ops else []
+    parts += ["", *[f"![{f}]({f})" for f in figures]]
+    text = "\n".join(parts) + "\n"
+    (out / "report.md").write_text(text)
+    if Path(path).resolve() != (out / "bench.json").resolve():
+        shutil.copyfile(path, out / "bench.json")
+    return text, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json", help="output of pytest --benchmark-json")
+    parser.add_argument("--out", type=Path, default=None, help="folder (default benchmarks/results/<device>/)")
+    args = parser.parse_args()
+    text, out = render(args.json, args.out)
+    print(text)
+    print(f"written to {out}/")
+
+
+if __name__ == "__main__":
+    main()

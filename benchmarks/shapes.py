@@ -1,0 +1,105 @@
+"""Real StyleALAE layer shapes, computed from the official configs (SPEC §1, §6).
+
+Convention: the batch of a lod is the per-GPU batch of the official 8-GPU schedule,
+i.e. LOD_2_BATCH_8GPU[lod] / 8. At lod k the largest layer is generator block k
+(C_k channels at 4·2^k pixels), which is also the encoder's first block at that lod.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GPUS_OF_SCHEDULE = 8
+RGB = 3
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    layer_count: int
+    startf: int
+    maxf: int
+    latent: int
+    mapping_layers: int
+    channels: int
+    epochs_per_lod: int
+    epochs: int
+    batch_8gpu: tuple[int, ...]
+    train_images: int  # official DATASET.SIZE: images per epoch
+
+    def gen_channels(self, block: int) -> int:
+        """C_i = min(maxf, startf·2^(L−1−i)) (SPEC §1)."""
+        return min(self.maxf, self.startf * 2 ** (self.layer_count - 1 - block))
+
+    def resolution(self, lod: int) -> int:
+        return 4 * 2**lod
+
+    def batch(self, lod: int) -> int:
+        """Per-GPU batch of the official 8-GPU schedule."""
+        return self.batch_8gpu[lod] // GPUS_OF_SCHEDULE
+
+    def epochs_at(self, lod: int) -> int:
+        """Epochs trained at `lod`: epochs_per_lod each, the last lod takes the rest."""
+        last = self.layer_count - 1
+        return self.epochs - self.epochs_per_lod * last if lod == last else self.epochs_per_lod
+
+
+CONFIGS = {
+    c.name: c
+    for c in (
+        Config("ffhq", 9, 16, 512, 512, 8, 3, 16, 300, (512, 256, 128, 64, 32, 32, 32, 32, 32), 60_000),
+        Config("celeba-hq256", 7, 64, 512, 512, 8, 3, 30, 280, (512, 256, 128, 64, 32, 32, 32), 29_000),
+        Config("mnist", 4, 64, 256, 32, 4, 1, 10, 60, (128, 128, 128, 64), 60_000),
+    )
+}
+
+
+@dataclass(frozen=True)
+class OpShape:
+    """The case shape of one op, and every (config, lod) that runs the op at it."""
+
+    op: str
+    shape: tuple[int, int, int, int]
+    where: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return "x".join(map(str, self.shape))
+
+
+def _case_shape(op: str, cfg: Config, lod: int):
+    """Argument `shape` of alae_fast.ops.cases.CASES[op].make at `lod`, or None if the op is idle."""
+    n, r = cfg.batch(lod), cfg.resolution(lod)
+    c = cfg.gen_channels(lod)
+    if op in ("modulated_adain", "style_extract", "noise_inject"):
+        return (n, c, r, r)  # generator block lod / encoder block L−1−lod
+    if lod == 0:
+        return None  # the blends exist only in a transition to a new lod
+    if op in ("blend_up", "blend_real"):
+        return (n, cfg.channels, r, r)  # RGB images; blend_up's low input is half size
+    if op == "blend_down":
+        return (n, cfg.gen_channels(lod - 1), r, r)  # from_rgb[lod−1] output at r/2
+    raise KeyError(op)
+
+
+def op_shapes(op: str, configs=None, lods=None) -> list[OpShape]:
+    """Distinct shapes of `op` over the configs and lods (ffhq and celeba-hq256 share many)."""
+    seen: dict[tuple, list[str]] = {}
+    for cfg in (CONFIGS[name] for name in (configs or CONFIGS)):
+        for lod in range(cfg.layer_count):
+            if lods is not None and lod not in lods:
+                continue
+            shape = _case_shape(op, cfg, lod)
+            if shape is not None:
+                seen.setdefault(shape, []).append(f"{cfg.name}@lod{lod}")
+    return [OpShape(op, s, tuple(w)) for s, w in seen.items()]
+
+
+def same_network(a: str, b: str, lod: int) -> bool:
+    """True when configs a and b train identical networks and batches at `lod`."""
+    ca, cb = CONFIGS[a], CONFIGS[b]
+    return (
+        (ca.latent, ca.mapping_layers, ca.channels) == (cb.latent, cb.mapping_layers, cb.channels)
+        and ca.batch(lod) == cb.batch(lod)
+        and all(ca.gen_channels(i) == cb.gen_channels(i) for i in range(lod + 1))
+    )

@@ -1,0 +1,16 @@
+// Argument contract of the style-extraction kernels (CPU and CUDA).
+#pragma once
+
+#include "common.h"
+
+namespace alae_fast {
+
+constexpr double kStyleEps = 1e-5;
+
+inline void check_style_args(const char* op, const at::Tensor& x, const at::Tensor& bias) {
+  check_activation(op, "x", x, x.device());
+  check_index_range(op, "x", x);
+  check_tensor(op, "bias", bias, x.device(), acc_type_of(x), {x.size(1)}, "[C]");
+}
+
+}  // namespace alae_fast

@@ -1,0 +1,56 @@
+import pytest
+import yaml
+
+from alae_fast.cli import main
+from alae_fast.train import available_configs, load_config
+from _train_utils import one_thread  # noqa: F401
+
+
+def test_builtin_configs_load_with_official_numbers():
+    names = set(available_configs())
+    assert {"mnist-mlp", "mnist", "celeba", "celeba-hq256", "bedroom", "ffhq", "tiny", "demo"} <= names
+    for name in {"mnist", "celeba", "celeba-hq256", "bedroom", "ffhq"}:
+        cfg = load_config(name)
+        if cfg.model.kind == "style":
+            assert len(cfg.train.batch_per_lod) == cfg.model.layer_count, name
+    ffhq = load_config("ffhq")
+    assert (ffhq.model.layer_count, ffhq.model.startf, ffhq.model.maxf, ffhq.model.latent_size) == (9, 16, 512, 512)
+    assert ffhq.train.lr_per_lod[6:] == [0.002, 0.003, 0.003] and ffhq.train.epochs == 300
+    mlp = load_config("mnist-mlp")
+    assert (mlp.model.kind, mlp.model.latent_size, mlp.model.mapping_layers, mlp.train.lr_per_lod) == (
+        "mlp", 50, 6, [0.002])
+
+
+def test_config_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"model": {"kind": "style"}, "train": {"epochs_per_lodd": 1}}))
+    with pytest.raises(ValueError, match="bad.yaml.*epochs_per_lodd"):
+        load_config(str(bad))
+    with pytest.raises(ValueError, match="unknown config 'nope'"):
+        load_config("nope")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_demo_short_run_then_inference(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--kimg", "0.1", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+    for name in ("samples.png", "reconstructions.png", "mixing.png", "losses.png", "summary.json"):
+        assert (out / name).is_file(), name
+    assert "1-NN" in capsys.readouterr().out
+    for cmd in ("generate", "reconstruct", "mix", "interpolate"):
+        png = tmp_path / f"{cmd}.png"
+        assert main([cmd, str(out), "--out", str(png), "--n", "3", "--device", "cpu"]) == 0
+        assert png.is_file()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_train_command_and_resume(tmp_path):
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "model": {"kind": "mlp", "latent_size": 8, "mapping_layers": 2, "image_size": 8, "hidden": 16},
+        "train": {"dataset": "builtin:digits", "kimg_per_lod": 1, "total_kimg": 0.032, "batch_per_lod": [8],
+                  "log_kimg": 0.008, "grid_kimg": 1, "snapshot_kimg": 1}}))
+    args = ["train", "--config", str(cfg), "--out", str(tmp_path / "run"), "--no-progress", "--device", "cpu"]
+    assert main(args) == 0
+    assert main(args + ["--resume", "--kimg", "0.064"]) == 0
+    assert (tmp_path / "run" / "checkpoints" / "ckpt-000000000064.pt").is_file()

@@ -1,0 +1,167 @@
+"""The CUDA kernels (impl='cuda') beyond tests/test_ops.py: odd and large shapes, every
+register bucket and the looped path, layouts and misaligned storage, bitwise determinism, and
+the kernels' own argument checks. Every test needs a CUDA device and a CUDA build of _C."""
+
+import pytest
+import torch
+
+from alae_fast import ops
+from alae_fast.ops import _backend
+from alae_fast.ops.cases import CASES, compare, to_reference
+
+from test_ops import _check_parity
+
+pytestmark = pytest.mark.gpu
+
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+# H·W = 1, 3×5, 7×7 and C = 1 for the ops without 2×2 resampling; even stand-ins for the others.
+ODD_SHAPES = [(2, 3, 1, 1), (2, 3, 3, 5), (3, 2, 7, 7), (2, 1, 5, 3)]
+EVEN_SHAPES = [(2, 3, 2, 2), (2, 3, 6, 10), (3, 2, 14, 14), (2, 1, 6, 2)]
+# Row lengths either side of each register bucket (1K, 4K, 16K) and well into the looped path.
+BUCKET_HW = [(32, 32), (25, 41), (64, 64), (65, 63), (128, 128), (129, 127), (256, 256)]
+LARGE = (1, 1, 1024, 1024)
+
+
+@pytest.fixture(autouse=True)
+def _cuda_build():
+    assert _backend.EXT_HAS_CUDA, "alae_fast._C was built without CUDA; rebuild it on this GPU machine"
+
+
+def _make(case, shape, dtype, seed=0):
+    return case.make(shape, dtype, "cuda", torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", list(CASES))
+def test_odd_shapes(name, dtype):
+    case = CASES[name]
+    for seed, shape in enumerate(EVEN_SHAPES if case.needs_even else ODD_SHAPES):
+        _check_parity(case, _make(case, shape, dtype, seed), "cuda", dtype, seed)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", list(CASES))
+def test_megapixel(name, dtype):
+    case = CASES[name]
+    _check_parity(case, _make(case, LARGE, dtype), "cuda", dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("hw", BUCKET_HW, ids=lambda hw: f"{hw[0]}x{hw[1]}")
+@pytest.mark.parametrize("name", ["modulated_adain", "style_extract", "noise_inject"])
+def test_row_buckets(name, hw, dtype):
+    case = CASES[name]
+    _check_parity(case, _make(case, (2, 3) + hw, dtype), "cuda", dtype)
+
+
+def test_looped_path_offset_rows():
+    """Rows far from zero mean with small spread: the looped path's shifted sums stay accurate."""
+    case = CASES["style_extract"]
+    args = _make(case, (2, 2, 256, 256), torch.float32)
+    args[0] = args[0] * 0.01 + 100.0
+    _check_parity(case, args, "cuda", torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("layout", ["channels_last", "strided", "misaligned"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_layouts(name, layout, dtype):
+    """Vector-width rows in other layouts, and contiguous tensors whose data is not 16-byte aligned
+    (the scalar fallback)."""
+    case = CASES[name]
+    args = _make(case, (2, 4, 32, 32), dtype)
+
+    def relayout(a):
+        if not isinstance(a, torch.Tensor) or a.dim() != 4:
+            return a
+        if layout == "channels_last":
+            return a.to(memory_format=torch.channels_last)
+        if layout == "strided":
+            return torch.cat([a, a], dim=3)[..., ::2]
+        flat = torch.empty(a.numel() + 1, dtype=a.dtype, device=a.device)
+        view = flat[1:].view(a.shape)
+        view.copy_(a)
+        return view
+
+    args = [relayout(a) for a in args]
+    _check_parity(case, args, "cuda", dtype)
+
+
+def _outputs_and_grads(case, args, seed):
+    args = [a.detach().clone().requires_grad_(i in case.differentiable) if isinstance(a, torch.Tensor) else a
+            for i, a in enumerate(args)]
+    outs = case.run(args, "cuda")
+    gen = torch.Generator().manual_seed(seed)
+    grads = [torch.randn(o.shape, generator=gen).to("cuda", o.dtype) for o in outs]
+    got = torch.autograd.grad(outs, [args[i] for i in case.differentiable], grads)
+    return [o.detach() for o in outs] + list(got)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("shape", [(64, 8, 16, 16), (256, 4, 4, 4), (4, 2, 256, 256)], ids=str)
+@pytest.mark.parametrize("name", list(CASES))
+def test_deterministic(name, shape, dtype):
+    """Two runs give identical bits for every output and every gradient (per-channel ones included)."""
+    case = CASES[name]
+    args = _make(case, shape, dtype)
+    first = _outputs_and_grads(case, args, 1)
+    second = _outputs_and_grads(case, args, 1)
+    for k, (a, b) in enumerate(zip(first, second)):
+        assert torch.equal(a, b), f"{name}: result {k} differs between two identical runs"
+
+
+def test_zero_size():
+    case = CASES["modulated_adain"]
+    args = _make(case, (0, 3, 4, 4), torch.float32)
+    y = ops.modulated_adain(*args, impl="cuda")
+    assert y.shape == (0, 3, 4, 4)
+
+
+def _adain_kernel_args():
+    return _make(CASES["modulated_adain"], (2, 3, 4, 4), torch.float32)
+
+
+def test_kernel_rejects_cpu_argument():
+    x, noise, wn, b, style = _adain_kernel_args()
+    with pytest.raises(RuntimeError, match=r"adain_fwd: argument 'noise' is on cpu, expected cuda"):
+        torch.ops.alae_fast_C.adain_fwd(x, noise.cpu(), wn, b, style)
+    with pytest.raises(RuntimeError, match=r"adain_fwd: argument 'x' must be a CUDA tensor, got cpu"):
+        torch.ops.alae_fast_C.adain_fwd(x.cpu(), noise, wn, b, style)
+    with pytest.raises(RuntimeError, match=r"style_bwd: argument 'stats' is on cpu"):
+        y, stats = torch.ops.alae_fast_C.style_fwd(x, b)
+        torch.ops.alae_fast_C.style_bwd(y, stats, x, b, stats.cpu())
+
+
+def test_kernel_rejects_bad_dtype_shape_layout():
+    x, noise, wn, b, style = _adain_kernel_args()
+    with pytest.raises(RuntimeError, match=r"argument 'noise_weight' must have dtype Float, got Half"):
+        torch.ops.alae_fast_C.adain_fwd(x, noise, wn.half(), b, style)
+    with pytest.raises(RuntimeError, match=r"argument 'style' must have shape \[N, 2C\]"):
+        torch.ops.alae_fast_C.adain_fwd(x, noise, wn, b, style[:, :3])
+    with pytest.raises(RuntimeError, match=r"argument 'x' must be contiguous"):
+        torch.ops.alae_fast_C.adain_fwd(x.transpose(2, 3), noise, wn, b, style)
+    with pytest.raises(RuntimeError, match=r"noise_fwd: argument 'bias' must have shape \[C\]"):
+        torch.ops.alae_fast_C.noise_fwd(x, noise, wn, b[:2], True)
+    with pytest.raises(RuntimeError, match=r"blend_real_fwd: argument 'x' needs even H and W"):
+        torch.ops.alae_fast_C.blend_real_fwd(x[..., :3].contiguous(), 0.5)
+    with pytest.raises(RuntimeError, match=r"blend_up_fwd: argument 'alpha' must be in \[0, 1\]"):
+        torch.ops.alae_fast_C.blend_up_fwd(x[..., :2, :2].contiguous(), x, 2.0)
+
+
+def test_blend_down_refuses_wide_images():
+    img = torch.randn(2, 5, 4, 4, device="cuda")
+    weight, bias, new = torch.randn(3, 5, device="cuda"), torch.randn(3, device="cuda"), torch.randn(
+        2, 3, 2, 2, device="cuda")
+    with pytest.raises(RuntimeError, match=r"blend_down_fwd: argument 'img' has K = 5 channels"):
+        torch.ops.alae_fast_C.blend_down_fwd(img, weight, bias, new, 0.5, 0.04)
+
+
+def test_other_device_index():
+    """Kernels launch on the device of their inputs, not the current one."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two CUDA devices")
+    case = CASES["modulated_adain"]
+    args = [a.to("cuda:1") if isinstance(a, torch.Tensor) else a for a in _make(case, (2, 3, 8, 8), torch.float32)]
+    with torch.cuda.device(0):
+        y = case.run(args, "cuda")[0]
+    compare(y, case.run_reference(to_reference(args))[0], torch.float32, "adain on cuda:1")

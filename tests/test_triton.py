@@ -1,0 +1,179 @@
+"""Triton kernels (impl='triton') against the fp64 reference.
+
+Without a GPU these run on CPU tensors under TRITON_INTERPRET=1 (set by conftest.py). The
+interpreter costs ~17 ms per program instance, so shapes keep N·C small. It covers all four
+dtypes (fp16, bf16, fp32, fp64: triton 3.9's interpreter computes them through numpy/torch,
+bf16 included); the looped row path (rows longer than ROW_SINGLE_MAX) runs in fp32 and fp64
+only, to keep the file fast. The `gpu` tests repeat the parity on CUDA over all dtypes and
+bigger shapes.
+"""
+
+import pytest
+import torch
+
+from alae_fast import ops
+from alae_fast.ops import _backend
+from alae_fast.ops.cases import CASES, compare, to_reference
+
+# CPU tests need triton's interpreter; the `gpu` tests need CUDA (conftest.py skips them otherwise).
+interpreter = pytest.mark.skipif(_backend.unavailable_reason("triton", "cpu") is not None,
+                                 reason="CPU tensors need triton with TRITON_INTERPRET=1")
+
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+# (2,3,3,5) odd spatial, several rows per program; (2,3,1,1) H·W = 1; (1,1,2,2) C = 1.
+SHAPES = [(2, 3, 3, 5), (2, 3, 1, 1), (1, 1, 2, 2)]
+LOOPED = (1, 2, 10, 12)  # H·W = 120 > ROW_SINGLE_MAX under the interpreter: the two-pass path
+
+
+def _shapes(case, shapes):
+    return [s for s in shapes if not case.needs_even or (s[2] % 2 == 0 and s[3] % 2 == 0)]
+
+
+def _first_grads(case, args):
+    """Gradients of the first output (weighted by ones) wrt every differentiable argument."""
+    leaves = [a.detach().requires_grad_(i in case.differentiable) if isinstance(a, torch.Tensor) else a
+              for i, a in enumerate(args)]
+    out = case.run(leaves, "triton")[0]
+    return torch.autograd.grad(out, [leaves[i] for i in case.differentiable], torch.ones_like(out))
+
+
+def _parity(case, shape, dtype, device, seed=0):
+    """Every output and every gradient of impl='triton' matches the fp64 reference."""
+    args = case.make(shape, dtype, device, torch.Generator().manual_seed(seed))
+    args = [a.requires_grad_(i in case.differentiable) if isinstance(a, torch.Tensor) else a
+            for i, a in enumerate(args)]
+    ref_args = [a.requires_grad_(i in case.differentiable) if isinstance(a, torch.Tensor) else a
+                for i, a in enumerate(to_reference(args))]
+    outs, refs = case.run(args, "triton"), case.run_reference(ref_args)
+    for k, (o, r) in enumerate(zip(outs, refs)):
+        assert o.dtype == dtype and o.device.type == device
+        compare(o, r, dtype, f"{case.name}{shape} output {k}")
+    gen = torch.Generator().manual_seed(seed + 1)
+    grads = [torch.randn(r.shape, generator=gen, dtype=torch.float64) for r in refs]
+    got = torch.autograd.grad(outs, [args[i] for i in case.differentiable],
+                              [g.to(o.device, o.dtype) for g, o in zip(grads, outs)])
+    want = torch.autograd.grad(refs, [ref_args[i] for i in case.differentiable], grads)
+    for i, g, w in zip(case.differentiable, got, want):
+        assert g.dtype == args[i].dtype
+        compare(g, w, dtype, f"{case.name}{shape} grad of arg {i}")
+
+
+@interpreter
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", list(CASES))
+def test_parity_interpreter(name, dtype):
+    case = CASES[name]
+    shapes = SHAPES + ([LOOPED] if dtype in (torch.float32, torch.float64) else [])
+    for seed, shape in enumerate(_shapes(case, shapes)):
+        _parity(case, shape, dtype, "cpu", seed)
+
+
+@interpreter
+def test_looped_path_is_reached():
+    from alae_fast.ops.triton import _common
+
+    assert _common.ROW_SINGLE_MAX < LOOPED[2] * LOOPED[3]
+
+
+@interpreter
+@pytest.mark.parametrize("name", ["modulated_adain", "style_extract"])
+def test_zero_variance_rows(name):
+    """Constant rows: the normalised output is 0 and every gradient is finite (d std = 0 at std = 0)."""
+    case = CASES[name]
+    args = case.make((2, 3, 4, 4), torch.float64, "cpu", torch.Generator().manual_seed(0))
+    args[0] = torch.full_like(args[0], 2.0)
+    if name == "modulated_adain":
+        args[1] = torch.zeros_like(args[1])
+    x, rest = args[0].requires_grad_(), args[1:]
+    outs = case.run([x, *rest], "triton")
+    refs = case.run_reference(to_reference([x.detach(), *rest]))
+    for o, r in zip(outs, refs):
+        compare(o, r, torch.float64, f"{name} constant rows")
+    (gx,) = torch.autograd.grad(sum(o.sum() for o in outs), [x])
+    assert torch.isfinite(gx).all()
+
+
+@interpreter
+def test_second_order_style():
+    """R1 path: grad of grad through the Triton first backward equals the reference's."""
+    x = torch.randn(2, 3, 3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    bias = torch.randn(3, dtype=torch.float64)
+
+    def r1(impl):
+        xi, bi = x.clone().requires_grad_(), bias.clone().requires_grad_()
+        y, style = ops.style_extract(xi, bi, impl=impl)
+        (gx,) = torch.autograd.grad((y * y.detach()).sum() + style.square().sum(), [xi], create_graph=True)
+        return torch.autograd.grad(gx.square().sum(), [xi, bi])
+
+    for got, want in zip(r1("triton"), r1("ref")):
+        compare(got, want, torch.float64, "style_extract second order")
+
+
+@interpreter
+def test_deterministic():
+    """Per-channel gradients reduce without atomics: two runs are bitwise equal."""
+    for name, shape in (("modulated_adain", LOOPED), ("noise_inject", (2, 3, 3, 5)), ("blend_down", (2, 3, 6, 8))):
+        case = CASES[name]
+        args = case.make(shape, torch.float32, "cpu", torch.Generator().manual_seed(0))
+        for a, b in zip(_first_grads(case, args), _first_grads(case, args)):
+            assert torch.equal(a, b), name
+
+
+@interpreter
+def test_argument_errors_name_the_argument():
+    from alae_fast.ops import triton as tk
+
+    x = torch.randn(2, 3, 4, 4)
+    with pytest.raises(TypeError, match="'bias'"):
+        tk.style_fwd(x, torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="'x' must be contiguous"):
+        tk.style_fwd(x.transpose(2, 3), torch.zeros(3))
+    with pytest.raises(ValueError, match="'noise'"):
+        tk.noise_fwd(x, torch.randn(2, 1, 4, 5), torch.zeros(3), None, False)
+    with pytest.raises(ValueError, match="even H and W"):
+        tk.blend_real_fwd(torch.randn(1, 1, 3, 4), 0.5)
+    with pytest.raises(ValueError, match="'alpha'"):
+        tk.blend_up_bwd(torch.randn(1, 1, 4, 4), 1.5)
+
+
+@interpreter
+def test_compile_fullgraph():
+    """torch.compile sees the op as opaque (custom op + fake impl): no graph break, same values."""
+    case = CASES["modulated_adain"]
+    args = case.make((2, 3, 3, 5), torch.float32, "cpu", torch.Generator().manual_seed(0))
+    x = args[0].requires_grad_()
+
+    def f(x, *rest):
+        return ops.modulated_adain(x, *rest, impl="triton").square().sum()
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    loss = compiled(x, *args[1:])
+    (gx,) = torch.autograd.grad(loss, [x])
+    (want_gx,) = torch.autograd.grad(f(x, *args[1:]), [x])
+    torch.testing.assert_close(loss, f(x, *args[1:]))
+    torch.testing.assert_close(gx, want_gx)
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA: all dtypes, shapes that reach the autotuned single and looped paths
+# ---------------------------------------------------------------------------------------------
+GPU_SHAPES = [(2, 3, 3, 5), (2, 3, 1, 1), (1, 1, 2, 2), (8, 64, 4, 4), (4, 8, 32, 32), (2, 4, 128, 96),
+              (1, 2, 256, 256)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", list(CASES))
+def test_parity_cuda(name, dtype):
+    case = CASES[name]
+    for seed, shape in enumerate(_shapes(case, GPU_SHAPES)):
+        _parity(case, shape, dtype, "cuda", seed)
+
+
+@pytest.mark.gpu
+def test_deterministic_cuda():
+    for name in CASES:
+        case = CASES[name]
+        args = case.make((4, 8, 128, 128), torch.float32, "cuda", torch.Generator().manual_seed(0))
+        for a, b in zip(_first_grads(case, args), _first_grads(case, args)):
+            assert torch.equal(a, b), name
