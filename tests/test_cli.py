@@ -39,7 +39,7 @@ def test_demo_short_run_then_inference(tmp_path, capsys):
     assert "1-NN" in capsys.readouterr().out
     for cmd in ("generate", "reconstruct", "mix", "interpolate"):
         png = tmp_path / f"{cmd}.png"
-        assert main([cmd, str(out), "--out", str(png), "--n", "3", "--device", "cpu"]) == 0
+        assert main([cmd, str(out), "--out", str(png), "--device", "cpu"]) == 0
         assert png.is_file()
 
 

@@ -367,3 +367,14 @@ def test_dali_tfrecord_reader_accepts_prepared_files(folder, tmp_path):
     first = records.decode_example(open(files[0], "rb").read()[12:][: records.scan(Path(files[0]))[0][1]])
     assert np.array(shapes.at(0)).tolist() == [3, 16, 16]
     assert np.array_equal(np.array(data.at(0)), first.ravel())
+
+
+def test_crc32c_matches_a_bytewise_loop():
+    table = records._TABLE.tolist()
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 63, 64, 65, 3113, 20011):
+        data, c = rng.bytes(n), 0xFFFFFFFF
+        for b in data:
+            c = table[(c ^ b) & 0xFF] ^ (c >> 8)
+        assert records.crc32c(data) == c ^ 0xFFFFFFFF
+    assert records.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value

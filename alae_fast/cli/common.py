@@ -1,11 +1,10 @@
-"""Helpers shared by the subcommands: device/precision choice, loading a trained model."""
+"""Helpers shared by the subcommands: device/precision choice, list-valued arguments."""
 
 from __future__ import annotations
 
-import torch
+import argparse
 
-from alae_fast.models import ModelConfig, build_model
-from alae_fast.train.checkpoint import load_latest
+import torch
 
 
 def pick_device(name: str) -> torch.device:
@@ -23,18 +22,44 @@ def pick_precision(name: str, device: torch.device) -> str:
     return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
 
 
-def load_trained(where, device, use_ema: bool = True):
-    """(model in eval mode, lod, blend, checkpoint dict) from a checkpoint file or directory."""
-    state, path = load_latest(where, map_location=device)
-    if "config" not in state or "model" not in state:
-        raise ValueError(f"{path}: not an alae_fast training checkpoint")
-    model = build_model(ModelConfig(**state["config"]["model"])).to(device).eval()
-    model.load_state_dict(state["ema" if use_ema else "model"])
-    return model, int(state["lod"]), float(state.get("blend", 1.0)), state
-
-
 def add_device_args(parser, precision: bool = False) -> None:
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     if precision:
         parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                             help="auto: bf16 on a GPU that supports it, else fp32")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 1")
+    return value
+
+
+def int_list(text: str) -> list[int]:
+    """argparse type: '0-3,7,9-10' -> [0, 1, 2, 3, 7, 9, 10]; ranges a-b include both ends."""
+    values = []
+    for part in text.split(","):
+        first, sep, last = part.strip().partition("-")
+        try:
+            lo = int(first)
+            hi = int(last) if sep else lo
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected non-negative integers and ranges like 0-15,20,31") from None
+        if hi < lo:
+            raise argparse.ArgumentTypeError(f"{text!r}: range {part.strip()!r} ends before it starts")
+        values.extend(range(lo, hi + 1))
+    return values
+
+
+def float_list(text: str) -> list[float]:
+    """argparse type: '-3,0,2.5' -> [-3.0, 0.0, 2.5]."""
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers like -3,0,3") from None

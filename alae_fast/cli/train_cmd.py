@@ -1,8 +1,10 @@
-"""`alae-fast train` and `alae-fast demo`."""
+"""`alae-fast train` and `alae-fast demo`, single process or under torchrun (one process per
+GPU; see docs/distributed.md). Only rank 0 prints and writes files."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -11,6 +13,8 @@ import torch
 from alae_fast.data import load_builtin, make_stream
 from alae_fast.cli.common import add_device_args, pick_device, pick_precision
 from alae_fast.train import Trainer, available_configs, format_summary, load_config, train
+from alae_fast.train import distributed
+from alae_fast.train.checkpoint import list_checkpoints
 from alae_fast.train.evaluate import evaluate_encoder
 
 DEMO_MINUTES = 4.0  # cap on start-up + training, leaving time for the final grids and evaluation (< 5 min)
@@ -22,13 +26,15 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", help="output directory (default runs/<config name>)")
     p.add_argument("--data", help="dataset source overriding the config (path or builtin:<name>)")
     p.add_argument("--resume", nargs="?", const="auto",
-                   help="resume from a checkpoint file or directory (default: <out>/checkpoints)")
+                   help="resume from a checkpoint file or directory (default: <out>/checkpoints; starts "
+                        "fresh if it holds none). Under torchrun, a restarted group always resumes")
     p.add_argument("--kimg", type=float, help="total length of the run in thousands of images")
     p.add_argument("--kimg-per-lod", type=float, help="images per level of detail, in kimg")
     p.add_argument("--loader", default="auto", help="data loader: auto, torch, dali, dali-cpu, memory")
     p.add_argument("--seed", type=int, help="override the config's seed")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much training time")
     add_device_args(p, precision=True)
     p.set_defaults(func=run_train)
 
@@ -43,7 +49,29 @@ def add_parsers(sub) -> None:
     d.set_defaults(func=run_demo)
 
 
+def _resume_source(args, out: Path):
+    """(where, missing_ok). A group restarted by torchrun resumes from its own newest checkpoint;
+    otherwise an explicit --resume path must exist and --resume alone may start fresh."""
+    own = out / "checkpoints"
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and list_checkpoints(own):
+        return own, False
+    if args.resume and args.resume != "auto":
+        return args.resume, False
+    return (own, True) if args.resume else (None, True)
+
+
 def run_train(args) -> int:
+    device = pick_device(args.device)
+    env = distributed.init_from_env(device)
+    try:
+        return _train(args, env)
+    finally:
+        distributed.shutdown()
+
+
+def _train(args, env) -> int:
+    main = env.rank == 0
+    say = print if main else (lambda *a, **k: None)
     cfg = load_config(args.config)
     tc = cfg.train
     if args.data:
@@ -55,16 +83,22 @@ def run_train(args) -> int:
     if args.seed is not None:
         tc.seed = args.seed
     out = Path(args.out or Path("runs") / cfg.name)
-    device = pick_device(args.device)
+    device = env.device
     trainer = Trainer(cfg, out, device=device, precision=pick_precision(args.precision, device),
-                      loader=args.loader, deterministic=args.deterministic)
-    if args.resume:
-        path = trainer.resume(out / "checkpoints" if args.resume == "auto" else args.resume)
-        print(f"resumed from {path} at {trainer.images / 1000:.2f} kimg")
-    print(f"training {cfg.name} on {device} ({trainer.precision}), {trainer.total_images / 1000:.1f} kimg "
-          f"-> {out}")
-    summary = train(trainer, progress=not args.no_progress, resumed=bool(args.resume))
-    print(format_summary(summary))
+                      loader=args.loader, deterministic=args.deterministic,
+                      rank=env.rank, world_size=env.world_size)
+    where, missing_ok = _resume_source(args, out)
+    path = trainer.resume(where, missing_ok=missing_ok) if where is not None else None
+    if path is not None:
+        say(f"resumed from {path} at {trainer.images / 1000:.2f} kimg")
+    elif where is not None:
+        say(f"no checkpoint in {where}: starting from scratch")
+    ranks = f" x {env.world_size} ranks" if env.world_size > 1 else ""
+    say(f"training {cfg.name} on {device}{ranks} ({trainer.precision}), {trainer.total_images / 1000:.1f} kimg "
+        f"-> {out}")
+    max_seconds = args.max_minutes * 60 if args.max_minutes is not None else None
+    summary = train(trainer, progress=not args.no_progress, resumed=path is not None, max_seconds=max_seconds)
+    say(format_summary(summary))
     return 0
 
 
@@ -73,6 +107,15 @@ def run_demo(args) -> int:
     device = pick_device(args.device)
     if device.type == "cpu" and args.threads > 0:
         torch.set_num_threads(args.threads)
+    env = distributed.init_from_env(device)
+    try:
+        return _demo(args, env, started)
+    finally:
+        distributed.shutdown()
+
+
+def _demo(args, env, started: float) -> int:
+    device = env.device
     cfg = load_config("demo")
     tc = cfg.train
     if args.kimg is not None:  # keep the same share of the run per level
@@ -82,8 +125,13 @@ def run_demo(args) -> int:
         tc.log_kimg = min(tc.log_kimg, args.kimg / 10)
     out = Path(args.out)
     images, labels = load_builtin("digits")  # once: the training stream and the evaluation
-    stream = make_stream(images, device=device, seed=tc.seed, mirror=tc.mirror)
-    trainer = Trainer(cfg, out, device=device, precision=pick_precision(args.precision, device), stream=stream)
+    stream = make_stream(images, device=device, seed=tc.seed, mirror=tc.mirror,
+                         rank=env.rank, world_size=env.world_size)
+    trainer = Trainer(cfg, out, device=device, precision=pick_precision(args.precision, device), stream=stream,
+                      rank=env.rank, world_size=env.world_size)
+    if env.rank != 0:  # rank 0 agrees the time limit, evaluates and writes
+        train(trainer, progress=False, max_seconds=max(args.max_minutes * 60 - (time.perf_counter() - started), 1.0))
+        return 0
     print(f"demo: StyleALAE {trainer.model.resolution(0)}x{trainer.model.resolution(0)} -> "
           f"{trainer.model.resolution(trainer.model.max_lod)}^2 on sklearn digits, "
           f"{tc.total_kimg:g} kimg on {device} ({trainer.precision})")

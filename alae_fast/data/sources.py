@@ -42,6 +42,16 @@ def _pow2_floor(n: int) -> int:
     return 1 << (n.bit_length() - 1)
 
 
+
+def center_crop_resize(img: Image.Image, resolution: int, channels: int) -> np.ndarray:
+    """uint8 [channels, R, R]: gray/RGB conversion, center square crop, antialiased bilinear resize."""
+    img = img.convert("L" if channels == 1 else "RGB")
+    w, h = img.size
+    side = min(w, h)
+    box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+    arr = np.asarray(img.resize((resolution, resolution), Image.Resampling.BILINEAR, box=box), np.uint8)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
 class FileSource:
     """A folder of images (nested). Output: square center crops at `full_resolution`
     (given, or the largest power of two not above the median shorter side); images with a
@@ -94,14 +104,7 @@ class FileSource:
     def decode(self, index: int) -> np.ndarray:
         """uint8 CHW at full_resolution with Pillow (center crop, antialiased bilinear)."""
         with Image.open(self.paths[index]) as img:
-            img = img.convert("L" if self.channels == 1 else "RGB")
-            w, h = img.size
-            side = min(w, h)
-            box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
-            r = self.full_resolution
-            img = img.resize((r, r), Image.Resampling.BILINEAR, box=box)
-            arr = np.asarray(img, np.uint8)
-        return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+            return center_crop_resize(img, self.full_resolution, self.channels)
 
 
 class RecordSource:

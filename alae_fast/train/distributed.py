@@ -50,9 +50,21 @@ def init_from_env(device: torch.device, timeout_minutes: float = 30.0) -> DistEn
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
+        timeout = timedelta(minutes=timeout_minutes)
         kwargs = {"device_id": device} if backend == "nccl" else {}
-        dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes), **kwargs)
+        dist.init_process_group(backend, store=_store(rank, world, timeout), rank=rank, world_size=world,
+                                timeout=timeout, **kwargs)
     return DistEnv(rank, world, local_rank, device)
+
+
+def _store(rank: int, world: int, timeout: timedelta) -> dist.Store:
+    """The TCPStore at MASTER_ADDR:MASTER_PORT (torchrun's agent hosts it when it says so, else
+    rank 0), with keys prefixed by the restart attempt: a group restarted by torchrun must not
+    read the addresses its dead predecessor left there (seen to hang gloo's connect)."""
+    agent_hosts = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=rank == 0 and not agent_hosts, timeout=timeout, multi_tenant=True)
+    return dist.PrefixStore(f"alae_fast/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def shutdown() -> None:

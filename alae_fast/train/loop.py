@@ -1,5 +1,7 @@
 """Run a Trainer to the end of its schedule: progress bar, loss log, grids, checkpoints,
-summary. All writes happen on the main rank only."""
+summary. All writes happen on the main rank only; under torchrun every rank runs this loop
+(checkpoints gather per-rank state, the time limit is rank 0's decision). Logged losses are
+rank 0's."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from tqdm.auto import tqdm
 from alae_fast.train.grids import mixing_grid, save_grid
 from alae_fast.train.evaluate import resize
 from alae_fast.train.logging import LossLog
+from alae_fast.train.trainer import STOP_CHECK_EVERY
 
 
 def _crossed(before: int, after: int, period_kimg: float) -> bool:
@@ -60,7 +63,8 @@ def train(trainer, *, max_steps: int | None = None, progress: bool = True, tenso
     t_log, img_log = t_start, trainer.images
     deadline = None if max_seconds is None else time.perf_counter() + max_seconds
     while not trainer.done and (max_steps is None or steps < max_steps):
-        if deadline is not None and time.perf_counter() > deadline:
+        check = deadline is not None and (trainer.world_size == 1 or steps % STOP_CHECK_EVERY == 0)
+        if check and trainer.agree(time.perf_counter() > deadline):
             if main:
                 tqdm.write(f"stopping at {trainer.images / 1000:.2f} kimg: time limit of {max_seconds:.0f} s reached")
             break
@@ -82,16 +86,17 @@ def train(trainer, *, max_steps: int | None = None, progress: bool = True, tenso
             sums, count, t_log, img_log = {}, 0, now, trainer.images
         if main and _crossed(before, trainer.images, tc.grid_kimg):
             save_grids(trainer, out / "grids", f"-{trainer.images:09d}")
-        if main and _crossed(before, trainer.images, tc.snapshot_kimg) and not trainer.done:
-            trainer.save_checkpoint()
+        if _crossed(before, trainer.images, tc.snapshot_kimg) and not trainer.done:
+            trainer.save_checkpoint()  # every rank: the per-rank state is gathered
     bar.close()
     seconds = trainer.time_now() - t_start
     summary = {"kimg": trainer.images / 1000, "steps": trainer.steps, "lod": trainer.phase().lod,
                "seconds": round(seconds, 2),
                "img_per_s": round((trainer.images - start_images) / max(seconds, 1e-9), 1)}
+    path = trainer.save_checkpoint() if checkpoint_at_end else None
     if main:
         if checkpoint_at_end:
-            summary["checkpoint"] = str(trainer.save_checkpoint())
+            summary["checkpoint"] = str(path)
         summary.update({k: str(v) for k, v in save_grids(trainer, out).items()})
         summary["loss_plot"] = str(log.plot())
         if log.rows:

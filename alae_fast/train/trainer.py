@@ -1,14 +1,18 @@
 """The ALAE training loop (SPEC §5): D/E step, G step and latent AE step per iteration,
 progressive growing counted in images, EMA, mixed precision, exact resume.
 
-Multi-GPU: `rank`/`world_size` pick the data shard and the per-rank batch
-(global batch // world_size); every file write goes through `is_main`.
+Multi-GPU (launched by torchrun, see distributed.py): `rank`/`world_size` pick the data
+shard and the per-rank batch (global batch / world_size); gradients are averaged over ranks
+before every optimizer step; latents and style-mixing draws come from generators shared by
+all ranks, each rank taking its slice of the global batch, so N ranks train on the same
+samples as one process would. Every file write goes through `is_main`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 import random
 import time
 from pathlib import Path
@@ -20,6 +24,7 @@ from alae_fast.data import make_stream
 from alae_fast.models import build_model
 from alae_fast.ops import blend_real
 from alae_fast.train import checkpoint as ckpt
+from alae_fast.train import distributed as dist
 from alae_fast.train import losses
 from alae_fast.train.config import RunConfig
 from alae_fast.train.ema import ema_beta, make_ema, update_ema
@@ -28,16 +33,30 @@ from alae_fast.train.schedule import Phase, Schedule
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 CHECKPOINT_FORMAT = "alae_fast-train-1"
+STOP_CHECK_EVERY = 10  # steps between agreeing on a time limit across ranks (a collective)
 
 
-def seed_everything(seed: int, deterministic: bool = False) -> None:
+def seed_rngs(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    seed_rngs(seed)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = not deterministic
+
+
+def check_batch_split(batch_per_lod, world_size: int) -> None:
+    """The global batch of every level must split evenly over the ranks."""
+    for lod, batch in enumerate(batch_per_lod if isinstance(batch_per_lod, (list, tuple)) else [batch_per_lod]):
+        if int(batch) % world_size:
+            raise ValueError(f"the global batch {batch} of lod {lod} (batch_per_lod[{lod}]) does not split over "
+                             f"world size {world_size}; use a world size that divides every batch_per_lod "
+                             f"entry or change batch_per_lod in the config")
 
 
 @contextlib.contextmanager
@@ -56,10 +75,13 @@ def frozen(*modules):
 
 class Trainer:
     def __init__(self, cfg: RunConfig, out_dir=None, *, device="cpu", precision="fp32",
-                 stream=None, loader="auto", rank=0, world_size=1, deterministic=False):
+                 stream=None, loader="auto", rank=0, world_size=1, deterministic=False, noise="random"):
         if precision not in PRECISIONS:
             raise ValueError(f"Trainer: precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        check_batch_split(cfg.train.batch_per_lod, world_size)
+        dist.check_group(world_size)
         self.cfg, self.tc = cfg, cfg.train
+        self.noise = noise  # 'random' (training); 'fixed' makes runs comparable across world sizes
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.device = torch.device(device)
         self.precision = precision
@@ -68,7 +90,12 @@ class Trainer:
         seed_everything(self.tc.seed + rank, deterministic)
 
         self.model = build_model(cfg.model).to(self.device).train()
+        if world_size > 1:
+            dist.broadcast_module(self.model)  # every rank starts from rank 0's weights
         self.ema = make_ema(self.model)
+        # Shared by all ranks: each draws the global batch of z and keeps its slice.
+        self.z_gen = torch.Generator(self.device).manual_seed(self.tc.seed + 1)
+        self.mix_gen = torch.Generator().manual_seed(self.tc.seed + 2)
         self.stream = stream if stream is not None else make_stream(
             self.tc.dataset, loader=loader, device=self.device, rank=rank, world_size=world_size,
             seed=self.tc.seed, mirror=self.tc.mirror)
@@ -113,22 +140,43 @@ class Trainer:
         dtype = PRECISIONS[self.precision]
         return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
-    def _optimize(self, loss: torch.Tensor, optimizers) -> None:
+    def _optimize(self, loss: torch.Tensor, optimizers, extra: torch.Tensor | None = None):
+        """Backward, average gradients (and `extra`) over ranks, step; returns averaged `extra`."""
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.world_size > 1:
+            extra = dist.reduce_gradients([p for opt in optimizers for g in opt.param_groups
+                                           for p in g["params"]], extra)
         for opt in optimizers:
             self.scaler.step(opt)
         self.scaler.update()
+        return extra
 
     def _z(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.model.latent_size, device=self.device)
+        """This rank's n rows of a global batch of n * world_size latents."""
+        z = torch.randn(n * self.world_size, self.model.latent_size, device=self.device, generator=self.z_gen)
+        return z[self.rank * n:(self.rank + 1) * n]
+
+    def _styles(self, n: int, lod: int) -> torch.Tensor:
+        """F(z) per layer with style mixing as in ALAEBase.styles, but with the mixing decision
+        and cutoff drawn from the shared generator, so every rank mixes alike."""
+        m = self.model
+        p = m.cfg.style_mixing_prob
+        z = self._z(n)
+        if p <= 0 or m.num_ws < 2 or torch.rand((), generator=self.mix_gen).item() >= p:
+            return m.styles(z, lod, mixing_prob=0.0)
+        active = min(2 * (lod + 1), m.num_ws)
+        cutoff = int(torch.randint(1, active + 1, (), generator=self.mix_gen))
+        w, w2 = m.map(torch.cat([z, self._z(n)])).chunk(2)
+        layer = torch.arange(m.num_ws, device=w.device)[None, :, None]
+        return torch.where(layer < cutoff, w[:, None], w2[:, None])
 
     def d_step(self, real: torch.Tensor, phase: Phase) -> dict:
         """E+D: softplus(D(E(fake))) + softplus(-D(E(real))) + gamma/2 * R1 on reals."""
         m, lod, blend = self.model, phase.lod, phase.blend
         with torch.no_grad(), self._autocast():
-            fake = m.generate(m.styles(self._z(real.shape[0]), lod), lod, blend)
+            fake = m.generate(self._styles(real.shape[0], lod), lod, blend, noise=self.noise)
         k = max(1, int(self.tc.r1_interval))
         with_r1 = self.tc.r1_gamma > 0 and self.steps % k == 0
         real = real.detach().requires_grad_(with_r1)
@@ -145,15 +193,17 @@ class Trainer:
         return stats
 
     def g_step(self, batch: int, phase: Phase) -> dict:
-        """F+G with E, D frozen: softplus(-D(E(G(styles(z))))); also tracks w_avg."""
+        """F+G with E, D frozen: softplus(-D(E(G(styles(z))))); also tracks w_avg from the
+        batch mean of w, averaged over ranks with the gradients (same w_avg on every rank)."""
         m, lod, blend = self.model, phase.lod, phase.blend
         with frozen(m.encoder, m.mapping_d):
             with self._autocast():
-                ws = m.styles(self._z(batch), lod)
-                logits = m.discriminate(m.encode(m.generate(ws, lod, blend), lod, blend))
+                ws = self._styles(batch, lod)
+                logits = m.discriminate(m.encode(m.generate(ws, lod, blend, noise=self.noise), lod, blend))
             loss = losses.g_adversarial(logits)
-            self._optimize(loss, [self.opt_fg])
-        m.update_w_avg(ws[:, 0])  # layer 0 is always F(z) of the first z
+            w_mean = ws[:, 0].detach().float().mean(0)  # layer 0 is always F(z) of the first z
+            w_mean = self._optimize(loss, [self.opt_fg], extra=w_mean)
+        m.update_w_avg(w_mean[None])
         return {"loss_g": loss.detach()}
 
     def ae_step(self, batch: int, phase: Phase) -> dict:
@@ -161,7 +211,7 @@ class Trainer:
         m, lod, blend = self.model, phase.lod, phase.blend
         with self._autocast():
             w = m.map(self._z(batch))
-            w_rec = m.encode(m.generate(w, lod, blend), lod, blend)
+            w_rec = m.encode(m.generate(w, lod, blend, noise=self.noise), lod, blend)
         loss = losses.latent_ae(w_rec, w)
         self._optimize(loss, [self.opt_ed, self.opt_fg])
         return {"loss_ae": loss.detach()}
@@ -171,7 +221,7 @@ class Trainer:
         phase = self.phase()
         if phase.lod != self.lod:
             self._enter_lod(phase)
-        local = max(1, phase.batch // self.world_size)
+        local = phase.batch // self.world_size  # divisible: checked in __init__
         stats = self.d_step(self._real_batch(local, phase), phase)
         stats.update(self.g_step(local, phase))
         stats.update(self.ae_step(local, phase))
@@ -193,6 +243,9 @@ class Trainer:
 
     # ---- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """The checkpoint. A collective under torchrun: call it on every rank."""
+        own = {"rng": ckpt.rng_state(), "stream": self.stream.state_dict()}
+        ranks = dist.gather_objects(own) if self.world_size > 1 else [own]
         return {
             "format": CHECKPOINT_FORMAT,
             "config": self.cfg.to_dict(),
@@ -206,8 +259,10 @@ class Trainer:
             "opt_ed": self.opt_ed.state_dict() if self.opt_ed else None,
             "opt_fg": self.opt_fg.state_dict() if self.opt_fg else None,
             "scaler": self.scaler.state_dict(),
-            "stream": self.stream.state_dict(),
-            "rng": ckpt.rng_state(),
+            "stream": ranks[0]["stream"],
+            "rng": ranks[0]["rng"],
+            "ranks": ranks,  # per-rank data position and RNGs (noise differs by rank)
+            "shared_rng": {"z": self.z_gen.get_state(), "mix": self.mix_gen.get_state()},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -223,20 +278,62 @@ class Trainer:
             self.opt_fg.load_state_dict(state["opt_fg"])
         if state["scaler"] and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
-        self.stream.load_state_dict(state["stream"])
-        ckpt.set_rng_state(state["rng"])
+        ranks = state.get("ranks") or [{"rng": state["rng"], "stream": state["stream"]}]
+        if len(ranks) == self.world_size:
+            self.stream.load_state_dict(ranks[self.rank]["stream"])
+            ckpt.set_rng_state(ranks[self.rank]["rng"])
+        else:
+            self._load_resharded(ranks)
+        if "shared_rng" in state:
+            self.z_gen.set_state(state["shared_rng"]["z"])
+            self.mix_gen.set_state(state["shared_rng"]["mix"])
+
+    def _load_resharded(self, ranks: list) -> None:
+        """Resume on another world size: same epoch, the same share of it done; fresh RNGs."""
+        old = ranks[0]["stream"]
+        if self.is_main:
+            warnings.warn(f"checkpoint written by {len(ranks)} ranks, resuming on {self.world_size}: the data "
+                          "position is carried over approximately and the noise RNGs are reseeded", stacklevel=3)
+        position = int(old["position"]) * len(ranks) // self.world_size
+        self.stream.load_state_dict({**old, "rank": self.rank, "world_size": self.world_size, "position": position})
+        seed_rngs(self.tc.seed + self.rank + 1_000_003 * self.steps)
 
     def save_checkpoint(self, directory=None) -> Path | None:
+        """Call on every rank (the state is gathered); only rank 0 writes, and gets the path."""
+        state = self.state_dict()
         if not self.is_main:
             return None
         directory = directory or self.out_dir / "checkpoints"
-        return ckpt.save_checkpoint(self.state_dict(), directory, self.images, self.tc.keep_checkpoints)
+        return ckpt.save_checkpoint(state, directory, self.images, self.tc.keep_checkpoints)
 
-    def resume(self, where) -> Path:
-        """Load the newest readable checkpoint from a file or directory."""
-        state, path = ckpt.load_latest(where, map_location=self.device)
+    def resume(self, where, missing_ok: bool = False) -> Path | None:
+        """Load the newest readable checkpoint from a file or directory. Rank 0 picks the file and
+        every rank loads that one. With missing_ok, an empty directory means a fresh start (None)."""
+        choice = None
+        if self.is_main:
+            try:
+                state, path = ckpt.load_latest(where, map_location=self.device)
+                choice = str(path)
+            except FileNotFoundError as exc:
+                choice = None if missing_ok else exc
+            except Exception as exc:  # every rank must learn of it, or the others wait forever
+                choice = RuntimeError(str(exc))
+        choice = dist.broadcast_object(choice)
+        if isinstance(choice, Exception):
+            raise choice
+        if choice is None:
+            return None
+        if not self.is_main:
+            if not Path(choice).is_file():
+                raise FileNotFoundError(f"rank {self.rank} cannot see checkpoint {choice} chosen by rank 0; "
+                                        "multi-node runs need --out on a filesystem shared by all nodes")
+            state = ckpt.load_checkpoint(choice, map_location=self.device)
         self.load_state_dict(state)
-        return path
+        return Path(choice)
+
+    def agree(self, flag: bool) -> bool:
+        """Rank 0's flag on every rank (e.g. a time limit), so no rank is left in a collective."""
+        return bool(dist.broadcast_object(bool(flag))) if self.world_size > 1 else bool(flag)
 
     @property
     def done(self) -> bool:

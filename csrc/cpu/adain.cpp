@@ -1,4 +1,4 @@
-// Modulated AdaIN on CPU: one task per (n, c) row, statistics in the accumulation type.
+// Modulated AdaIN on CPU: rows (n, c) batched per task, statistics in the accumulation type.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -8,9 +8,9 @@
 #include <torch/library.h>
 
 #include <cmath>
-#include <vector>
 
 #include "../adain.h"
+#include "vec_cpu.h"
 
 namespace alae_fast {
 namespace {
@@ -33,24 +33,32 @@ std::tuple<at::Tensor, at::Tensor> adain_fwd_cpu(const at::Tensor& x,           
     const acc_t* sp = style.const_data_ptr<acc_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     acc_t* statp = stats.mutable_data_ptr<acc_t>();
-    at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> t(HW);
+    at::parallel_for(0, N * C, cpu::grain_rows(HW), [&](int64_t begin, int64_t end) {
+      const acc_t slope = acc_t(kLeakySlope);
+      // t: the activated row; xbuf, nbuf: acc_t copies of x and noise rows for 16-bit inputs.
+      auto buf = cpu::scratch<acc_t>(3 * HW);
+      acc_t *t = buf.get(), *xbuf = t + HW, *nbuf = xbuf + HW;
+      const acc_t* nr = nullptr;
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / C, c = row % C;
-        const scalar_t* xr = xp + row * HW;
-        const scalar_t* nr = np + n * HW;
+        if (nr == nullptr || c == 0) nr = cpu::load_row(np + n * HW, nbuf, HW);
+        const acc_t* xr = cpu::load_row(xp + row * HW, xbuf, HW);
+        const acc_t wn = wnp[c], b = bp[c];
         acc_t sum = 0;
+        _Pragma("omp simd reduction(+ : sum)")
         for (int64_t i = 0; i < HW; ++i) {
-          t[i] = leaky<acc_t>(acc_t(xr[i]) + wnp[c] * acc_t(nr[i]) + bp[c], acc_t(kLeakySlope));
+          t[i] = cpu::leaky_v(xr[i] + wn * nr[i] + b, slope);
           sum += t[i];
         }
         const acc_t mean = sum / acc_t(HW);
         acc_t sq = 0;
+        _Pragma("omp simd reduction(+ : sq)")
         for (int64_t i = 0; i < HW; ++i) sq += (t[i] - mean) * (t[i] - mean);
         const acc_t rstd = acc_t(1) / std::sqrt(sq / acc_t(HW) + acc_t(kAdainEps));
         const acc_t scale = (acc_t(1) + sp[n * 2 * C + c]) * rstd, shift = sp[n * 2 * C + C + c];
         scalar_t* yr = yp + row * HW;
-        for (int64_t i = 0; i < HW; ++i) yr[i] = scalar_t((t[i] - mean) * scale + shift);
+        _Pragma("omp simd")
+        for (int64_t i = 0; i < HW; ++i) yr[i] = cpu::to_scalar<scalar_t>((t[i] - mean) * scale + shift);
         statp[n * 2 * C + c] = mean;
         statp[n * 2 * C + C + c] = rstd;
       }
@@ -89,35 +97,40 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> adain_bwd_cpu(
     acc_t* gsp = grad_style.mutable_data_ptr<acc_t>();
     acc_t* pwn = partial_wn.mutable_data_ptr<acc_t>();
     acc_t* pb = partial_b.mutable_data_ptr<acc_t>();
-    const acc_t slope = acc_t(kLeakySlope);
-    at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> pre(HW);
+    at::parallel_for(0, N * C, cpu::grain_rows(HW), [&](int64_t begin, int64_t end) {
+      const acc_t slope = acc_t(kLeakySlope);
+      // pre: the pre-activation row; xbuf, gbuf, nbuf: acc_t copies of x, grad_y, noise rows for 16-bit inputs.
+      auto buf = cpu::scratch<acc_t>(4 * HW);
+      acc_t *pre = buf.get(), *xbuf = pre + HW, *gbuf = xbuf + HW, *nbuf = gbuf + HW;
+      const acc_t* nr = nullptr;
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / C, c = row % C;
-        const scalar_t* xr = xp + row * HW;
-        const scalar_t* gr = gyp + row * HW;
-        const scalar_t* nr = np + n * HW;
+        if (nr == nullptr || c == 0) nr = cpu::load_row(np + n * HW, nbuf, HW);
+        const acc_t* xr = cpu::load_row(xp + row * HW, xbuf, HW);
+        const acc_t* gr = cpu::load_row(gyp + row * HW, gbuf, HW);
+        const acc_t wn = wnp[c], b = bp[c];
         const acc_t mean = statp[n * 2 * C + c], rstd = statp[n * 2 * C + C + c];
         acc_t sum_g = 0, sum_gx = 0;
+        _Pragma("omp simd reduction(+ : sum_g, sum_gx)")
         for (int64_t i = 0; i < HW; ++i) {
-          pre[i] = acc_t(xr[i]) + wnp[c] * acc_t(nr[i]) + bp[c];
-          const acc_t xhat = (leaky(pre[i], slope) - mean) * rstd;
-          sum_g += acc_t(gr[i]);
-          sum_gx += acc_t(gr[i]) * xhat;
+          pre[i] = xr[i] + wn * nr[i] + b;
+          const acc_t xhat = (cpu::leaky_v(pre[i], slope) - mean) * rstd;
+          sum_g += gr[i];
+          sum_gx += gr[i] * xhat;
         }
         gsp[n * 2 * C + c] = sum_gx;
         gsp[n * 2 * C + C + c] = sum_g;
-        const acc_t gain = acc_t(1) + sp[n * 2 * C + c];
+        const acc_t gain_rstd = (acc_t(1) + sp[n * 2 * C + c]) * rstd;
         const acc_t mean_g = sum_g / acc_t(HW), mean_gx = sum_gx / acc_t(HW);
         acc_t sum_dpre = 0, sum_dpre_noise = 0;
         scalar_t* gxr = gxp + row * HW;
+        _Pragma("omp simd reduction(+ : sum_dpre, sum_dpre_noise)")
         for (int64_t i = 0; i < HW; ++i) {
-          const acc_t xhat = (leaky(pre[i], slope) - mean) * rstd;
-          const acc_t dt = gain * rstd * (acc_t(gr[i]) - mean_g - xhat * mean_gx);
-          const acc_t dpre = dt * leaky_grad(pre[i], slope);
-          gxr[i] = scalar_t(dpre);
+          const acc_t xhat = (cpu::leaky_v(pre[i], slope) - mean) * rstd;
+          const acc_t dpre = gain_rstd * (gr[i] - mean_g - xhat * mean_gx) * cpu::leaky_grad_v(pre[i], slope);
+          gxr[i] = cpu::to_scalar<scalar_t>(dpre);
           sum_dpre += dpre;
-          sum_dpre_noise += dpre * acc_t(nr[i]);
+          sum_dpre_noise += dpre * nr[i];
         }
         pb[row] = sum_dpre;
         pwn[row] = sum_dpre_noise;

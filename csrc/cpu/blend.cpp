@@ -1,4 +1,5 @@
-// Blended 2x2 resampling on CPU: one task per output row (blend_down: per (n, h/2) row, all channels).
+// Blended 2x2 resampling on CPU: tasks over pairs of full-resolution rows (blend_down: (n, h/2) rows, all
+// channels), batched by grain size.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -8,32 +9,49 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <vector>
 
 #include "../blend.h"
+#include "vec_cpu.h"
 
 namespace alae_fast {
 namespace {
+
+// blend_lerp(lo, hi, w) as base + q * (hi - lo): base = lo, q = w below 1/2, else base = hi, q = w - 1
+// (exact), which is the same value without a branch in the loop.
+template <typename acc_t>
+struct Lerp {
+  bool from_lo;
+  acc_t q;
+  explicit Lerp(acc_t w) : from_lo(w < acc_t(0.5)), q(from_lo ? w : w - acc_t(1)) {}
+  acc_t operator()(acc_t lo, acc_t hi) const { return (from_lo ? lo : hi) + q * (hi - lo); }
+};
 
 at::Tensor blend_up_fwd_cpu(const at::Tensor& low,   // [N, C, H/2, W/2]
                             const at::Tensor& high,  // [N, C, H, W]
                             double alpha) {
   check_blend_up_args("blend_up_fwd", low, high, alpha);
-  const int64_t H = high.size(2), W = high.size(3), W2 = W / 2;
+  const int64_t W = high.size(3), W2 = W / 2;
   auto y = at::empty_like(high);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, high.scalar_type(), "blend_up_fwd_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* lp = low.const_data_ptr<scalar_t>();
     const scalar_t* hp = high.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-    const acc_t a = acc_t(alpha);
-    // row = (n * C + c) * H + h
-    at::parallel_for(0, high.size(0) * high.size(1) * H, 1, [&](int64_t begin, int64_t end) {
+    // row = (n * C + c) * H/2 + h/2: one row of low, two rows of high and y.
+    at::parallel_for(0, low.numel() / W2, cpu::grain_rows(2 * W), [&](int64_t begin, int64_t end) {
+      const Lerp<acc_t> lerp(static_cast<acc_t>(alpha));
       for (int64_t row = begin; row < end; ++row) {
-        const scalar_t* lr = lp + (row / H * (H / 2) + row % H / 2) * W2;
-        const scalar_t* hr = hp + row * W;
-        scalar_t* yr = yp + row * W;
-        for (int64_t w = 0; w < W; ++w) yr[w] = scalar_t(blend_lerp(acc_t(lr[w / 2]), acc_t(hr[w]), a));
+        const scalar_t* lr = lp + row * W2;
+        const scalar_t* hr = hp + 2 * row * W;
+        scalar_t* yr = yp + 2 * row * W;
+        for (int64_t k = 0; k < 2 * W; k += W) {
+          _Pragma("omp simd")
+          for (int64_t w = 0; w < W2; ++w) {
+            const acc_t l = acc_t(lr[w]);
+            yr[k + 2 * w] = cpu::to_scalar<scalar_t>(lerp(l, acc_t(hr[k + 2 * w])));
+            yr[k + 2 * w + 1] = cpu::to_scalar<scalar_t>(lerp(l, acc_t(hr[k + 2 * w + 1])));
+          }
+        }
       }
     });
   });
@@ -51,18 +69,20 @@ std::tuple<at::Tensor, at::Tensor> blend_up_bwd_cpu(const at::Tensor& grad_y,  /
     const scalar_t* gp = grad_y.const_data_ptr<scalar_t>();
     scalar_t* glp = grad_low.mutable_data_ptr<scalar_t>();
     scalar_t* ghp = grad_high.mutable_data_ptr<scalar_t>();
-    const acc_t a = acc_t(alpha), b = acc_t(1) - acc_t(alpha);
     // row = (n * C + c) * H/2 + h/2: one row of grad_low, two rows of grad_y and grad_high.
-    at::parallel_for(0, N * C * H2, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, N * C * H2, cpu::grain_rows(2 * W), [&](int64_t begin, int64_t end) {
+      const acc_t a = acc_t(alpha), b = acc_t(1) - acc_t(alpha);
       for (int64_t row = begin; row < end; ++row) {
         const scalar_t* g0 = gp + 2 * row * W;
         const scalar_t* g1 = g0 + W;
         scalar_t* gh = ghp + 2 * row * W;
-        for (int64_t w = 0; w < 2 * W; ++w) gh[w] = scalar_t(a * acc_t(g0[w]));
+        _Pragma("omp simd")
+        for (int64_t w = 0; w < 2 * W; ++w) gh[w] = cpu::to_scalar<scalar_t>(a * acc_t(g0[w]));
         scalar_t* gl = glp + row * W2;
+        _Pragma("omp simd")
         for (int64_t w = 0; w < W2; ++w) {
           const acc_t s = acc_t(g0[2 * w]) + acc_t(g0[2 * w + 1]) + acc_t(g1[2 * w]) + acc_t(g1[2 * w + 1]);
-          gl[w] = scalar_t(b * s);
+          gl[w] = cpu::to_scalar<scalar_t>(b * s);
         }
       }
     });
@@ -79,21 +99,22 @@ at::Tensor blend_real_fwd_cpu(const at::Tensor& x,  // [N, C, H, W]
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-    const acc_t a = acc_t(alpha), b = acc_t(1) - acc_t(alpha);
     // row = (n * C + c) * H/2 + h/2: a pair of rows of x and y.
-    at::parallel_for(0, x.numel() / (2 * W), 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, x.numel() / (2 * W), cpu::grain_rows(2 * W), [&](int64_t begin, int64_t end) {
+      const acc_t a = acc_t(alpha), b = acc_t(1) - acc_t(alpha);
       for (int64_t row = begin; row < end; ++row) {
         const scalar_t* x0 = xp + 2 * row * W;
         const scalar_t* x1 = x0 + W;
         scalar_t* y0 = yp + 2 * row * W;
         scalar_t* y1 = y0 + W;
+        _Pragma("omp simd")
         for (int64_t w = 0; w < W2; ++w) {
           const int64_t l = 2 * w, r = 2 * w + 1;
           const acc_t mean = (acc_t(x0[l]) + acc_t(x0[r]) + acc_t(x1[l]) + acc_t(x1[r])) * acc_t(0.25);
-          y0[l] = scalar_t(a * acc_t(x0[l]) + b * mean);
-          y0[r] = scalar_t(a * acc_t(x0[r]) + b * mean);
-          y1[l] = scalar_t(a * acc_t(x1[l]) + b * mean);
-          y1[r] = scalar_t(a * acc_t(x1[r]) + b * mean);
+          y0[l] = cpu::to_scalar<scalar_t>(a * acc_t(x0[l]) + b * mean);
+          y0[r] = cpu::to_scalar<scalar_t>(a * acc_t(x0[r]) + b * mean);
+          y1[l] = cpu::to_scalar<scalar_t>(a * acc_t(x1[l]) + b * mean);
+          y1[r] = cpu::to_scalar<scalar_t>(a * acc_t(x1[r]) + b * mean);
         }
       }
     });
@@ -101,17 +122,31 @@ at::Tensor blend_real_fwd_cpu(const at::Tensor& x,  // [N, C, H, W]
   return y;
 }
 
-// p[k][w] = avgpool2(img)[n, k, h2, w] for one (n, h2) row; img points at img[n, 0, 0, 0].
+// p [K, W/2] = avgpool2(img)[n, :, h2, :] for one (n, h2) row; img [K, H, W] points at img[n, 0, 0, 0].
 template <typename scalar_t, typename acc_t>
 void pool_row(const scalar_t* img, int64_t K, int64_t H, int64_t W, int64_t h2, acc_t* p) {
   const int64_t W2 = W / 2;
   for (int64_t k = 0; k < K; ++k) {
     const scalar_t* r0 = img + (k * H + 2 * h2) * W;
     const scalar_t* r1 = r0 + W;
+    acc_t* pk = p + k * W2;
+    _Pragma("omp simd")
     for (int64_t w = 0; w < W2; ++w) {
-      p[k * W2 + w] =
-          (acc_t(r0[2 * w]) + acc_t(r0[2 * w + 1]) + acc_t(r1[2 * w]) + acc_t(r1[2 * w + 1])) * acc_t(0.25);
+      pk[w] = (acc_t(r0[2 * w]) + acc_t(r0[2 * w + 1]) + acc_t(r1[2 * w]) + acc_t(r1[2 * w + 1])) * acc_t(0.25);
     }
+  }
+}
+
+// pre [W/2] = bias_c + sum_k weight_c[k] * p[k, :] for one output channel; weight_c [K], p [K, W/2].
+template <typename acc_t>
+void conv1x1_row(const acc_t* weight_c, acc_t bias_c, const acc_t* p, int64_t K, int64_t W2, acc_t* pre) {
+  _Pragma("omp simd")
+  for (int64_t w = 0; w < W2; ++w) pre[w] = bias_c;
+  for (int64_t k = 0; k < K; ++k) {
+    const acc_t wk = weight_c[k];
+    const acc_t* pk = p + k * W2;
+    _Pragma("omp simd")
+    for (int64_t w = 0; w < W2; ++w) pre[w] += wk * pk[w];
   }
 }
 
@@ -131,19 +166,23 @@ at::Tensor blend_down_fwd_cpu(const at::Tensor& img,     // [N, K, H, W]
     const acc_t* bp = bias.const_data_ptr<acc_t>();
     const scalar_t* np = new_.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-    const acc_t a = acc_t(alpha), s = acc_t(slope);
     // row = n * H/2 + h2: every channel of one output row.
-    at::parallel_for(0, N * H2, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> p(K * W2);
+    at::parallel_for(0, N * H2, cpu::grain_rows((K + C) * W2), [&](int64_t begin, int64_t end) {
+      const acc_t s = acc_t(slope);
+      const Lerp<acc_t> lerp(static_cast<acc_t>(alpha));
+      // p [K, W/2]: the pooled image row; pre [W/2]: one channel's pre-activation.
+      auto buf = cpu::scratch<acc_t>((K + 1) * W2);
+      acc_t *p = buf.get(), *pre = p + K * W2;
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / H2, h2 = row % H2;
-        pool_row(ip + n * K * H * W, K, H, W, h2, p.data());
+        pool_row(ip + n * K * H * W, K, H, W, h2, p);
         for (int64_t c = 0; c < C; ++c) {
-          const int64_t off = ((n * C + c) * H2 + h2) * W2;
+          conv1x1_row(wp + c * K, bp[c], p, K, W2, pre);
+          const scalar_t* nr = np + ((n * C + c) * H2 + h2) * W2;
+          scalar_t* yr = yp + ((n * C + c) * H2 + h2) * W2;
+          _Pragma("omp simd")
           for (int64_t w = 0; w < W2; ++w) {
-            acc_t pre = bp[c];
-            for (int64_t k = 0; k < K; ++k) pre += wp[c * K + k] * p[k * W2 + w];
-            yp[off + w] = scalar_t(blend_lerp(leaky(pre, s), acc_t(np[off + w]), a));
+            yr[w] = cpu::to_scalar<scalar_t>(lerp(cpu::leaky_v(pre[w], s), acc_t(nr[w])));
           }
         }
       }
@@ -176,38 +215,53 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> blend_down_bwd_cpu(
     scalar_t* gnp = grad_new.mutable_data_ptr<scalar_t>();
     acc_t* pwp = partial_w.mutable_data_ptr<acc_t>();
     acc_t* pbp = partial_b.mutable_data_ptr<acc_t>();
-    const acc_t a = acc_t(alpha), b = acc_t(1) - acc_t(alpha), s = acc_t(slope);
     // row = n * H/2 + h2: every channel of one row of grad_y, two rows of grad_img.
-    at::parallel_for(0, N * H2, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> p(K * W2), dp(K * W2);
+    at::parallel_for(0, N * H2, cpu::grain_rows((K + C) * W2), [&](int64_t begin, int64_t end) {
+      const acc_t a = acc_t(alpha), b = acc_t(1) - acc_t(alpha), s = acc_t(slope);
+      // p, dp [K, W/2]: the pooled image row and its gradient; pre, dpre [W/2]: one channel's.
+      auto buf = cpu::scratch<acc_t>((2 * K + 2) * W2);
+      acc_t *p = buf.get(), *dp = p + K * W2, *pre = dp + K * W2, *dpre = pre + W2;
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / H2, h2 = row % H2;
-        pool_row(ip + n * K * H * W, K, H, W, h2, p.data());
-        std::fill(dp.begin(), dp.end(), acc_t(0));
+        pool_row(ip + n * K * H * W, K, H, W, h2, p);
+        std::fill(dp, dp + K * W2, acc_t(0));
         acc_t* gw = pwp + row * C * K;
         acc_t* gb = pbp + row * C;
         for (int64_t c = 0; c < C; ++c) {
+          conv1x1_row(wp + c * K, bp[c], p, K, W2, pre);
           const int64_t off = ((n * C + c) * H2 + h2) * W2;
-          for (int64_t k = 0; k < K; ++k) gw[c * K + k] = 0;
-          gb[c] = 0;
+          acc_t sum_dpre = 0;
+          _Pragma("omp simd reduction(+ : sum_dpre)")
           for (int64_t w = 0; w < W2; ++w) {
-            acc_t pre = bp[c];
-            for (int64_t k = 0; k < K; ++k) pre += wp[c * K + k] * p[k * W2 + w];
             const acc_t g = acc_t(gp[off + w]);
-            gnp[off + w] = scalar_t(a * g);
-            const acc_t dpre = b * g * leaky_grad(pre, s);
-            gb[c] += dpre;
-            for (int64_t k = 0; k < K; ++k) {
-              gw[c * K + k] += dpre * p[k * W2 + w];
-              dp[k * W2 + w] += wp[c * K + k] * dpre;
+            gnp[off + w] = cpu::to_scalar<scalar_t>(a * g);
+            dpre[w] = b * g * cpu::leaky_grad_v(pre[w], s);
+            sum_dpre += dpre[w];
+          }
+          gb[c] = sum_dpre;
+          for (int64_t k = 0; k < K; ++k) {
+            const acc_t wck = wp[c * K + k];
+            const acc_t* pk = p + k * W2;
+            acc_t* dpk = dp + k * W2;
+            acc_t sum_w = 0;
+            _Pragma("omp simd reduction(+ : sum_w)")
+            for (int64_t w = 0; w < W2; ++w) {
+              sum_w += dpre[w] * pk[w];
+              dpk[w] += wck * dpre[w];
             }
+            gw[c * K + k] = sum_w;
           }
         }
         // grad_img = nearest_up2(dp) / 4.
         for (int64_t k = 0; k < K; ++k) {
+          const acc_t* dpk = dp + k * W2;
           scalar_t* r0 = gip + ((n * K + k) * H + 2 * h2) * W;
           scalar_t* r1 = r0 + W;
-          for (int64_t w = 0; w < W; ++w) r0[w] = r1[w] = scalar_t(dp[k * W2 + w / 2] * acc_t(0.25));
+          _Pragma("omp simd")
+          for (int64_t w = 0; w < W2; ++w) {
+            const scalar_t v = cpu::to_scalar<scalar_t>(dpk[w] * acc_t(0.25));
+            r0[2 * w] = r0[2 * w + 1] = r1[2 * w] = r1[2 * w + 1] = v;
+          }
         }
       }
     });

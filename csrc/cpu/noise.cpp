@@ -1,4 +1,4 @@
-// Noise injection on CPU: one task per (n, c) row.
+// Noise injection on CPU: rows (n, c) batched per task.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -9,6 +9,7 @@
 #include <torch/library.h>
 
 #include "../noise.h"
+#include "vec_cpu.h"
 
 namespace alae_fast {
 namespace {
@@ -28,15 +29,20 @@ at::Tensor noise_fwd_cpu(const at::Tensor& x,                       // [N, C, H,
     const acc_t* wnp = noise_weight.const_data_ptr<acc_t>();
     const acc_t* bp = bias.has_value() ? bias->const_data_ptr<acc_t>() : nullptr;
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-    const acc_t slope = act ? acc_t(kLeakySlope) : acc_t(1);
-    at::parallel_for(0, x.size(0) * C, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, x.size(0) * C, cpu::grain_rows(HW), [&](int64_t begin, int64_t end) {
+      const acc_t slope = act ? acc_t(kLeakySlope) : acc_t(1);
+      // xbuf, nbuf: acc_t copies of x and noise rows for 16-bit inputs.
+      auto buf = cpu::scratch<acc_t>(2 * HW);
+      acc_t *xbuf = buf.get(), *nbuf = xbuf + HW;
+      const acc_t* nr = nullptr;
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / C, c = row % C;
-        const scalar_t* xr = xp + row * HW;
-        const scalar_t* nr = np + n * HW;
+        if (nr == nullptr || c == 0) nr = cpu::load_row(np + n * HW, nbuf, HW);
+        const acc_t* xr = cpu::load_row(xp + row * HW, xbuf, HW);
         const acc_t wn = wnp[c], b = bp ? bp[c] : acc_t(0);
         scalar_t* yr = yp + row * HW;
-        for (int64_t i = 0; i < HW; ++i) yr[i] = scalar_t(leaky(acc_t(xr[i]) + wn * acc_t(nr[i]) + b, slope));
+        _Pragma("omp simd")
+        for (int64_t i = 0; i < HW; ++i) yr[i] = cpu::to_scalar<scalar_t>(cpu::leaky_v(xr[i] + wn * nr[i] + b, slope));
       }
     });
   });
@@ -67,22 +73,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> noise_bwd_cpu(
     scalar_t* gxp = grad_x.mutable_data_ptr<scalar_t>();
     acc_t* pwn = partial_wn.mutable_data_ptr<acc_t>();
     acc_t* pb = partial_b.mutable_data_ptr<acc_t>();
-    const acc_t slope = act ? acc_t(kLeakySlope) : acc_t(1);
-    at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, N * C, cpu::grain_rows(HW), [&](int64_t begin, int64_t end) {
+      const acc_t slope = act ? acc_t(kLeakySlope) : acc_t(1);
+      // xbuf, gbuf, nbuf: acc_t copies of x, grad_y and noise rows for 16-bit inputs.
+      auto buf = cpu::scratch<acc_t>(3 * HW);
+      acc_t *xbuf = buf.get(), *gbuf = xbuf + HW, *nbuf = gbuf + HW;
+      const acc_t* nr = nullptr;
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / C, c = row % C;
-        const scalar_t* xr = xp + row * HW;
-        const scalar_t* gr = gyp + row * HW;
-        const scalar_t* nr = np + n * HW;
+        if (nr == nullptr || c == 0) nr = cpu::load_row(np + n * HW, nbuf, HW);
+        const acc_t* xr = cpu::load_row(xp + row * HW, xbuf, HW);
+        const acc_t* gr = cpu::load_row(gyp + row * HW, gbuf, HW);
         const acc_t wn = wnp[c], b = bp ? bp[c] : acc_t(0);
         scalar_t* gxr = gxp + row * HW;
         acc_t sum_dpre = 0, sum_dpre_noise = 0;
+        _Pragma("omp simd reduction(+ : sum_dpre, sum_dpre_noise)")
         for (int64_t i = 0; i < HW; ++i) {
-          const acc_t pre = acc_t(xr[i]) + wn * acc_t(nr[i]) + b;
-          const acc_t dpre = acc_t(gr[i]) * leaky_grad(pre, slope);
-          gxr[i] = scalar_t(dpre);
+          const acc_t dpre = gr[i] * cpu::leaky_grad_v(xr[i] + wn * nr[i] + b, slope);
+          gxr[i] = cpu::to_scalar<scalar_t>(dpre);
           sum_dpre += dpre;
-          sum_dpre_noise += dpre * acc_t(nr[i]);
+          sum_dpre_noise += dpre * nr[i];
         }
         pb[row] = sum_dpre;
         pwn[row] = sum_dpre_noise;

@@ -1,4 +1,4 @@
-// Style extraction on CPU: one task per (n, c) row, statistics in the accumulation type.
+// Style extraction on CPU: rows (n, c) batched per task, statistics in the accumulation type.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -9,9 +9,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "../style.h"
+#include "vec_cpu.h"
 
 namespace alae_fast {
 namespace {
@@ -28,20 +28,26 @@ std::tuple<at::Tensor, at::Tensor> style_fwd_cpu(const at::Tensor& x,       // [
     const acc_t* bp = bias.const_data_ptr<acc_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     acc_t* statp = stats.mutable_data_ptr<acc_t>();
-    at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> t(HW);
+    at::parallel_for(0, N * C, cpu::grain_rows(HW), [&](int64_t begin, int64_t end) {
+      const acc_t slope = acc_t(kLeakySlope);
+      // t: the activated row; xbuf: an acc_t copy of the x row for 16-bit inputs.
+      auto buf = cpu::scratch<acc_t>(2 * HW);
+      acc_t *t = buf.get(), *xbuf = t + HW;
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / C, c = row % C;
-        const scalar_t* xr = xp + row * HW;
+        const acc_t* xr = cpu::load_row(xp + row * HW, xbuf, HW);
+        const acc_t b = bp[c];
         acc_t sum = 0;
+        _Pragma("omp simd reduction(+ : sum)")
         for (int64_t i = 0; i < HW; ++i) {
-          t[i] = leaky<acc_t>(acc_t(xr[i]) + bp[c], acc_t(kLeakySlope));
+          t[i] = cpu::leaky_v(xr[i] + b, slope);
           sum += t[i];
         }
         // Corrected two-pass statistics: the residual sum fixes the rounding of the first mean, so a
         // constant row gets mean == t and var == 0 exactly (its std gradient is then 0, as in the reference).
         const acc_t mean0 = sum / acc_t(HW);
         acc_t res = 0, sq = 0;
+        _Pragma("omp simd reduction(+ : res, sq)")
         for (int64_t i = 0; i < HW; ++i) {
           res += t[i] - mean0;
           sq += (t[i] - mean0) * (t[i] - mean0);
@@ -50,7 +56,8 @@ std::tuple<at::Tensor, at::Tensor> style_fwd_cpu(const at::Tensor& x,       // [
         const acc_t var = std::max(acc_t(0), (sq - res * res / acc_t(HW)) / acc_t(HW));
         const acc_t rstd = acc_t(1) / std::sqrt(var + acc_t(kStyleEps));
         scalar_t* yr = yp + row * HW;
-        for (int64_t i = 0; i < HW; ++i) yr[i] = scalar_t((t[i] - mean) * rstd);
+        _Pragma("omp simd")
+        for (int64_t i = 0; i < HW; ++i) yr[i] = cpu::to_scalar<scalar_t>((t[i] - mean) * rstd);
         statp[n * 2 * C + c] = mean;
         statp[n * 2 * C + C + c] = std::sqrt(var);
       }
@@ -81,34 +88,38 @@ std::tuple<at::Tensor, at::Tensor> style_bwd_cpu(const at::Tensor& grad_y,      
     const acc_t* statp = stats.const_data_ptr<acc_t>();
     scalar_t* gxp = grad_x.mutable_data_ptr<scalar_t>();
     acc_t* pb = partial_b.mutable_data_ptr<acc_t>();
-    const acc_t slope = acc_t(kLeakySlope);
-    at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> pre(HW);
+    at::parallel_for(0, N * C, cpu::grain_rows(HW), [&](int64_t begin, int64_t end) {
+      const acc_t slope = acc_t(kLeakySlope);
+      // pre: the pre-activation row; xbuf, gbuf: acc_t copies of x and grad_y rows for 16-bit inputs.
+      auto buf = cpu::scratch<acc_t>(3 * HW);
+      acc_t *pre = buf.get(), *xbuf = pre + HW, *gbuf = xbuf + HW;
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / C, c = row % C;
-        const scalar_t* xr = xp + row * HW;
-        const scalar_t* gr = gyp + row * HW;
+        const acc_t* xr = cpu::load_row(xp + row * HW, xbuf, HW);
+        const acc_t* gr = cpu::load_row(gyp + row * HW, gbuf, HW);
+        const acc_t b = bp[c];
         const acc_t mean = statp[n * 2 * C + c], std = statp[n * 2 * C + C + c];
         const acc_t rstd = acc_t(1) / std::sqrt(std * std + acc_t(kStyleEps));
         acc_t sum_g = 0, sum_gx = 0;
+        _Pragma("omp simd reduction(+ : sum_g, sum_gx)")
         for (int64_t i = 0; i < HW; ++i) {
-          pre[i] = acc_t(xr[i]) + bp[c];
-          const acc_t xhat = (leaky(pre[i], slope) - mean) * rstd;
-          sum_g += acc_t(gr[i]);
-          sum_gx += acc_t(gr[i]) * xhat;
+          pre[i] = xr[i] + b;
+          const acc_t xhat = (cpu::leaky_v(pre[i], slope) - mean) * rstd;
+          sum_g += gr[i];
+          sum_gx += gr[i] * xhat;
         }
-        const acc_t mean_g = sum_g / acc_t(HW), mean_gx = sum_gx / acc_t(HW);
+        const acc_t mean_g = sum_g / acc_t(HW), rstd2_mean_gx = rstd * rstd * (sum_gx / acc_t(HW));
         // Gradients reaching t through the mean and the std outputs; d std is 0 where std is 0.
         const acc_t g_mean = gsp[n * 2 * C + c] / acc_t(HW);
         const acc_t g_std = std > acc_t(0) ? gsp[n * 2 * C + C + c] / (acc_t(HW) * std) : acc_t(0);
         acc_t sum_dpre = 0;
         scalar_t* gxr = gxp + row * HW;
+        _Pragma("omp simd reduction(+ : sum_dpre)")
         for (int64_t i = 0; i < HW; ++i) {
-          const acc_t centered = leaky(pre[i], slope) - mean;
-          const acc_t dt =
-              rstd * (acc_t(gr[i]) - mean_g - centered * rstd * mean_gx) + g_mean + g_std * centered;
-          const acc_t dpre = dt * leaky_grad(pre[i], slope);
-          gxr[i] = scalar_t(dpre);
+          const acc_t centered = cpu::leaky_v(pre[i], slope) - mean;
+          const acc_t dt = rstd * (gr[i] - mean_g) - centered * rstd2_mean_gx + g_mean + g_std * centered;
+          const acc_t dpre = dt * cpu::leaky_grad_v(pre[i], slope);
+          gxr[i] = cpu::to_scalar<scalar_t>(dpre);
           sum_dpre += dpre;
         }
         pb[row] = sum_dpre;

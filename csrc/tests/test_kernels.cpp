@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,26 @@ void test_noise() {
   expect_close(fwd.call(x, noise, wn, std::nullopt, false), pre, 1e-12, "noise_fwd fp64 no bias");
 }
 
+// The vectorized bfloat16 paths: rounding as c10 does it, NaN kept; a constant row has std 0 exactly.
+void test_bf16_rows() {
+  const int64_t N = 2, C = 3, H = 4, W = 9;
+  auto x = torch::randn({N, C, H, W}).to(torch::kBFloat16), noise = torch::randn({N, 1, H, W}).to(torch::kBFloat16);
+  x.index_put_({0, 1, 2, 3}, std::numeric_limits<float>::quiet_NaN());
+  auto wn = torch::randn({C}), b = torch::randn({C});
+  auto fwd = op("alae_fast_C::noise_fwd").typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                           const std::optional<at::Tensor>&, bool)>();
+  auto want = torch::leaky_relu(x.to(torch::kFloat) + wn.view({1, C, 1, 1}) * noise.to(torch::kFloat) +
+                                b.view({1, C, 1, 1}), 0.2).to(torch::kBFloat16);
+  const bool same = torch::equal(torch::nan_to_num(fwd.call(x, noise, wn, b, true), 1e9), torch::nan_to_num(want, 1e9));
+  std::printf("%s %-40s\n", same ? "PASS" : "FAIL", "noise_fwd bf16 bitwise, NaN kept");
+  if (!same) ++failures;
+
+  auto style = op("alae_fast_C::style_fwd").typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&,
+                                                                                       const at::Tensor&)>();
+  auto [y, stats] = style.call(torch::full({N, C, H, W}, 0.7).to(torch::kBFloat16), b);
+  expect_close(stats.slice(1, C), torch::zeros({N, C}), 0.0, "style_fwd bf16 constant rows: std == 0");
+}
+
 void test_blend() {
   const int64_t N = 2, C = 3, K = 3, H = 6, W = 8;
   const double alpha = 0.3, slope = 0.04;
@@ -94,6 +115,7 @@ int main() {
   test_adain();
   test_style();
   test_noise();
+  test_bf16_rows();
   test_blend();
   std::printf("%d failure(s)\n", failures);
   return failures == 0 ? 0 : 1;
