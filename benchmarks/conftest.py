@@ -36,15 +36,6 @@ def pytest_configure(config):
         torch.set_num_threads(config.getoption("--bench-threads"))
 
 
-def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
-
-
 def option_list(config, name: str):
     """The comma list given to --bench-<name>, or None."""
     value = config.getoption(f"--bench-{name}")

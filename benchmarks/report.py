@@ -214,14 +214,57 @@ def render(path: str, out: Path | None) -> tuple[str, Path]:
     return text, out
 
 
+README_BEGIN, README_END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def readme_summary(path: str, out: Path) -> str:
+    """fwd+bwd of each op at its largest benchmarked shape: the fastest fused backend against
+    the eager reference and torch.compile of it, one row per dtype."""
+    info, entries = load(path)
+    ops = [e for e in entries if e["kind"] == "op" and e["mode"] == "fwd+bwd"]
+    speedups(ops)
+    rows = ["| op | shape | dtype | fused backend | median µs | % copy BW | × eager | × compile |",
+            "|---|---|---|---|---:|---:|---:|---:|"]
+    for op in sorted({e["op"] for e in ops}):
+        cases = [e for e in ops if e["op"] == op]
+        shape = max((tuple(e["shape"]) for e in cases), key=lambda s: (s[2] * s[3], s))
+        for dtype in sorted({e["dtype"] for e in cases}):
+            fused = [e for e in cases if tuple(e["shape"]) == shape and e["dtype"] == dtype
+                     and e["backend"] not in BASELINES]
+            if not fused:
+                continue
+            e = min(fused, key=lambda e: e["median_s"])
+            rows.append(f"| {op} | {'x'.join(map(str, shape))} | {dtype} | {e['backend']} | "
+                        f"{e['median_s'] * 1e6:.0f} | {_fmt(e.get('pct_copy_bw'), '.3g')} | "
+                        f"{_fmt(e['speedup_vs_ref'], '.2f')} | {_fmt(e['speedup_vs_compile'], '.2f')} |")
+    where = out.relative_to(Path(__file__).resolve().parent.parent) if out.is_absolute() else out
+    head = (f"Latest run: **{info.get('device')}** ({info.get('device_type')}, {info.get('cpu_threads')} threads), "
+            f"torch {info.get('torch')}, triton {info.get('triton')}, commit `{str(info.get('commit'))[:10]}`; "
+            f"forward+backward, parity-checked; full tables and plots in [{where}]({where}/report.md).")
+    return "\n".join([README_BEGIN, head, "", *rows, README_END])
+
+
+def update_readme(readme: Path, summary: str) -> None:
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise SystemExit(f"{readme}: no {README_BEGIN} ... {README_END} section to replace")
+    before, rest = text.split(README_BEGIN, 1)
+    readme.write_text(before + summary + rest.split(README_END, 1)[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", help="output of pytest --benchmark-json")
     parser.add_argument("--out", type=Path, default=None, help="folder (default benchmarks/results/<device>/)")
+    parser.add_argument("--readme", type=Path, default=None,
+                        help="also replace the README's benchmark summary (between the bench markers)")
     args = parser.parse_args()
     text, out = render(args.json, args.out)
     print(text)
     print(f"written to {out}/")
+    if args.readme:
+        update_readme(args.readme, readme_summary(args.json, out.resolve()))
+        print(f"updated the benchmark summary in {args.readme}")
 
 
 if __name__ == "__main__":

@@ -1,3 +1,5 @@
+"""Shared by tests/ and benchmarks/: Triton's CPU interpreter without a GPU, and `gpu` tests skipped there."""
+
 import os
 
 # Triton's CPU interpreter must be chosen before triton is imported; use it when no NVIDIA driver is present.

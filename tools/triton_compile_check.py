@@ -1,0 +1,83 @@
+"""Compile every Triton kernel of alae_fast for sm_90 without a GPU (front end, LLVM, ptxas; no launch).
+
+CI runs it so that a kernel that only the GPU compiler would reject cannot land unseen.
+Usage: python tools/triton_compile_check.py   (exit code 1 if any variant fails)
+"""
+
+import os
+import sys
+
+os.environ.pop("TRITON_INTERPRET", None)  # compile for real, not for the interpreter
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from alae_fast.ops.triton import adain, blend, noise, style  # noqa: E402
+
+TARGET = GPUTarget("cuda", 90, 32)
+
+
+def compile_variant(fn, pointer_types: dict, constants: dict, label: str) -> bool:
+    signature = {n: "constexpr" if n in constants else pointer_types.get(n, "i32") for n in fn.arg_names}
+    constexprs = {(fn.arg_names.index(k),): v for k, v in constants.items()}
+    try:
+        kernel = triton.compile(ASTSource(fn, signature, constexprs), target=TARGET, options={"num_warps": 4})
+    except Exception as exc:  # report every failing variant, then fail
+        print(f"FAIL {label}: {type(exc).__name__}: {str(exc)[-800:]}")
+        return False
+    print(f"ok   {label} ({len(kernel.asm['cubin'])} bytes of sm_90 code)")
+    return True
+
+
+def variants():
+    for xt, acc, at in (("fp16", tl.float32, "fp32"), ("bf16", tl.float32, "fp32"),
+                        ("fp32", tl.float32, "fp32"), ("fp64", tl.float64, "fp64")):
+        def act(*names):
+            return {n: "*" + xt for n in names}
+
+        def par(*names):
+            return {n: "*" + at for n in names}
+
+        for single, block in ((True, 64), (False, 2048)):
+            c = dict(ACC=acc, BLOCK=block, ROWS=4 if single else 1, SINGLE=single)
+            yield adain._adain_fwd_kernel, {**act("x_ptr", "noise_ptr", "y_ptr"),
+                                            **par("wn_ptr", "b_ptr", "style_ptr", "stats_ptr")}, c, f"adain_fwd {xt} single={single}"
+            yield adain._adain_bwd_kernel, {**act("grad_y_ptr", "x_ptr", "noise_ptr", "grad_x_ptr"),
+                                            **par("wn_ptr", "b_ptr", "style_ptr", "stats_ptr", "grad_style_ptr",
+                                                  "part_wn_ptr", "part_b_ptr")}, c, f"adain_bwd {xt} single={single}"
+            yield style._style_fwd_kernel, {**act("x_ptr", "y_ptr"), **par("b_ptr", "stats_ptr")}, c, \
+                f"style_fwd {xt} single={single}"
+            yield style._style_bwd_kernel, {**act("grad_y_ptr", "x_ptr", "grad_x_ptr"),
+                                            **par("grad_stats_ptr", "b_ptr", "stats_ptr", "part_b_ptr")}, c, \
+                f"style_bwd {xt} single={single}"
+        for has_bias, activation in ((True, True), (False, False)):
+            flags = dict(ACC=acc, HAS_BIAS=has_bias, ACT=activation, BLOCK=1024)
+            yield noise._noise_fwd_kernel, {**act("x_ptr", "noise_ptr", "y_ptr"), **par("wn_ptr", "b_ptr")}, flags, \
+                f"noise_fwd {xt} bias={has_bias} act={activation}"
+            yield noise._noise_bwd_kernel, {**act("grad_y_ptr", "x_ptr", "noise_ptr", "grad_x_ptr"),
+                                            **par("wn_ptr", "b_ptr", "part_wn_ptr", "part_b_ptr")}, \
+                dict(flags, ROWS=1), f"noise_bwd {xt} bias={has_bias} act={activation}"
+        scalars = {n: "fp32" for n in ("alpha_hi", "alpha_lo", "slope_hi", "slope_lo")}
+        flat = dict(ACC=acc, BLOCK=1024)
+        tiles = dict(ACC=acc, K_BLOCK=4, C_BLOCK=16, P_BLOCK=128)
+        yield blend._blend_up_fwd_kernel, {**act("low_ptr", "high_ptr", "y_ptr"), **scalars}, flat, f"blend_up_fwd {xt}"
+        yield blend._blend_up_bwd_kernel, {**act("grad_y_ptr", "grad_low_ptr", "grad_high_ptr"), **scalars}, flat, \
+            f"blend_up_bwd {xt}"
+        yield blend._blend_real_fwd_kernel, {**act("x_ptr", "y_ptr"), **scalars}, flat, f"blend_real_fwd {xt}"
+        yield blend._blend_down_fwd_kernel, {**act("img_ptr", "new_ptr", "y_ptr"), **par("w_ptr", "b_ptr"), **scalars}, \
+            tiles, f"blend_down_fwd {xt}"
+        yield blend._blend_down_bwd_kernel, {**act("grad_y_ptr", "img_ptr", "grad_img_ptr", "grad_new_ptr"),
+                                             **par("w_ptr", "b_ptr", "part_w_ptr", "part_b_ptr"), **scalars}, \
+            tiles, f"blend_down_bwd {xt}"
+
+
+def main() -> int:
+    results = [compile_variant(*v) for v in variants()]
+    print(f"triton {triton.__version__}: {sum(results)}/{len(results)} kernel variants compiled for sm_90")
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
