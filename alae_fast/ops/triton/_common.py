@@ -122,6 +122,24 @@ def leaky_grad(pre, slope):
 
 
 @triton.jit
+def row_moments(t, mask, HW):
+    """A tile holding whole rows: (mean [ROWS], t - mean with masked lanes 0 [ROWS, BLOCK], variance [ROWS])."""
+    mean = tl.sum(tl.where(mask, t, 0.0), 1) / HW
+    centered = tl.where(mask, t - mean[:, None], 0.0)
+    return mean, centered, tl.sum(centered * centered, 1) / HW
+
+
+@triton.jit
+def welford_update(t, mask, lane_mean, lane_m2, lane_n):
+    """One masked Welford step per lane of a [ROWS, BLOCK] tile; merge lanes with welford_combine."""
+    lane_n += tl.where(mask, 1.0, 0.0)
+    delta = t - lane_mean
+    lane_mean += tl.where(mask, delta / tl.maximum(lane_n, 1.0), 0.0)
+    lane_m2 += tl.where(mask, delta * (t - lane_mean), 0.0)
+    return lane_mean, lane_m2, lane_n
+
+
+@triton.jit
 def welford_combine(mean_a, m2_a, n_a, mean_b, m2_b, n_b):
     """Chan's pairwise merge of (mean, sum of squared deviations, count); empty sides are ignored."""
     n = n_a + n_b

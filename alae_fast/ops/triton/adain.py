@@ -11,7 +11,8 @@ import triton
 import triton.language as tl
 
 from alae_fast.ops.triton._common import (SLOPE, RowKernel, acc_dtype, check_activation, check_tensor, const, leaky,
-                                          leaky_grad, tl_acc, welford_combine)
+                                          leaky_grad, row_moments, tl_acc, welford_combine,
+                                          welford_update)
 
 EPS = tl.constexpr(1e-8)
 
@@ -53,9 +54,8 @@ def _adain_fwd_kernel(
     if SINGLE:
         mask = row_ok[:, None] & (cols < HW)
         t = leaky(_pre(x_row, noise_row, cols, mask, wn, b, ACC), slope)
-        mean = tl.sum(tl.where(mask, t, 0.0), 1) / HW
-        centered = tl.where(mask, t - mean[:, None], 0.0)
-        rstd = 1.0 / tl.sqrt(tl.sum(centered * centered, 1) / HW + const(EPS, ACC))
+        mean, centered, var = row_moments(t, mask, HW)
+        rstd = 1.0 / tl.sqrt(var + const(EPS, ACC))
         y = centered * (gain * rstd)[:, None] + shift[:, None]
         tl.store(y_row + cols, y.to(y_ptr.dtype.element_ty), mask=mask)
     else:
@@ -66,10 +66,7 @@ def _adain_fwd_kernel(
         for start in range(0, HW, BLOCK):
             mask = row_ok[:, None] & (start + cols < HW)
             t = leaky(_pre(x_row + start, noise_row + start, cols, mask, wn, b, ACC), slope)
-            lane_n += tl.where(mask, 1.0, 0.0)
-            delta = t - lane_mean
-            lane_mean += tl.where(mask, delta / tl.maximum(lane_n, 1.0), 0.0)
-            lane_m2 += tl.where(mask, delta * (t - lane_mean), 0.0)
+            lane_mean, lane_m2, lane_n = welford_update(t, mask, lane_mean, lane_m2, lane_n)
         mean, m2, _ = tl.reduce((lane_mean, lane_m2, lane_n), 1, welford_combine)
         rstd = 1.0 / tl.sqrt(m2 / HW + const(EPS, ACC))
         # Pass 2: normalise and modulate.

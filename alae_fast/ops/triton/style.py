@@ -11,7 +11,8 @@ import triton
 import triton.language as tl
 
 from alae_fast.ops.triton._common import (SLOPE, RowKernel, acc_dtype, check_activation, check_tensor, const, leaky,
-                                          leaky_grad, tl_acc, welford_combine)
+                                          leaky_grad, row_moments, tl_acc, welford_combine,
+                                          welford_update)
 
 EPS = tl.constexpr(1e-5)
 
@@ -38,9 +39,7 @@ def _style_fwd_kernel(
     if SINGLE:
         mask = row_ok[:, None] & (cols < HW)
         t = leaky(tl.load(x_row + cols, mask=mask, other=0).to(ACC) + b, slope)
-        mean = tl.sum(tl.where(mask, t, 0.0), 1) / HW
-        centered = tl.where(mask, t - mean[:, None], 0.0)
-        var = tl.sum(centered * centered, 1) / HW
+        mean, centered, var = row_moments(t, mask, HW)
         rstd = 1.0 / tl.sqrt(var + const(EPS, ACC))
         tl.store(y_row + cols, (centered * rstd[:, None]).to(y_ptr.dtype.element_ty), mask=mask)
     else:
@@ -51,10 +50,7 @@ def _style_fwd_kernel(
         for start in range(0, HW, BLOCK):
             mask = row_ok[:, None] & (start + cols < HW)
             t = leaky(tl.load(x_row + start + cols, mask=mask, other=0).to(ACC) + b, slope)
-            lane_n += tl.where(mask, 1.0, 0.0)
-            delta = t - lane_mean
-            lane_mean += tl.where(mask, delta / tl.maximum(lane_n, 1.0), 0.0)
-            lane_m2 += tl.where(mask, delta * (t - lane_mean), 0.0)
+            lane_mean, lane_m2, lane_n = welford_update(t, mask, lane_mean, lane_m2, lane_n)
         mean, m2, _ = tl.reduce((lane_mean, lane_m2, lane_n), 1, welford_combine)
         var = m2 / HW
         rstd = 1.0 / tl.sqrt(var + const(EPS, ACC))
