@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import yaml
 
@@ -43,14 +45,55 @@ def test_demo_short_run_then_inference(tmp_path, capsys):
         assert png.is_file()
 
 
-@pytest.mark.usefixtures("one_thread")
-def test_train_command_and_resume(tmp_path):
+def _mlp_config(tmp_path):
     cfg = tmp_path / "t.yaml"
     cfg.write_text(yaml.safe_dump({
         "model": {"kind": "mlp", "latent_size": 8, "mapping_layers": 2, "image_size": 8, "hidden": 16},
         "train": {"dataset": "builtin:digits", "kimg_per_lod": 1, "total_kimg": 0.032, "batch_per_lod": [8],
                   "log_kimg": 0.008, "grid_kimg": 1, "snapshot_kimg": 1}}))
-    args = ["train", "--config", str(cfg), "--out", str(tmp_path / "run"), "--no-progress", "--device", "cpu"]
+    return cfg
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_train_command_and_resume(tmp_path, capsys):
+    args = ["train", "--config", str(_mlp_config(tmp_path)), "--out", str(tmp_path / "run"), "--no-progress",
+            "--device", "cpu"]
     assert main(args) == 0
+    run = tmp_path / "run"
+    for name in ("losses.csv", "log.txt", "summary.json", "training_options.json"):
+        assert (run / name).is_file(), name
+    assert "loss_ae" in (run / "log.txt").read_text() and "kimg" in (run / "log.txt").read_text()
+    # A fresh run into it is refused, naming --resume; nothing is touched.
+    before = (run / "losses.csv").read_text()
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err and len(err.strip().splitlines()) == 1
+    assert (run / "losses.csv").read_text() == before
     assert main(args + ["--resume", "--kimg", "0.064"]) == 0
-    assert (tmp_path / "run" / "checkpoints" / "ckpt-000000000064.pt").is_file()
+    assert (run / "checkpoints" / "ckpt-000000000064.pt").is_file()
+    options = json.loads((run / "training_options.json").read_text())
+    assert options["config"]["model"]["kind"] == "mlp" and len(options["resumes"]) == 1
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_numbered_run_directories_and_resume_of_the_newest(tmp_path, capsys):
+    cfg = _mlp_config(tmp_path)
+    base = ["train", "--config", str(cfg), "--outdir", str(tmp_path / "runs"), "--no-progress", "--device", "cpu"]
+    assert main(base) == 0 and main(base) == 0
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert runs == ["00000-t", "00001-t"]
+    assert main(base + ["--resume", "--kimg", "0.064"]) == 0
+    assert (tmp_path / "runs" / "00001-t" / "checkpoints" / "ckpt-000000000064.pt").is_file()
+    assert not (tmp_path / "runs" / "00000-t" / "checkpoints" / "ckpt-000000000064.pt").exists()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == runs
+
+
+def test_train_errors_are_one_line_with_the_fix(tmp_path, capsys):
+    cfg = _mlp_config(tmp_path)
+    assert main(["train", "--config", str(cfg), "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "--data" in err and "prepare" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+    assert main(["train", "--config", str(cfg), "--resume", str(tmp_path / "missing.pt")]) == 2
+    assert "--resume" in capsys.readouterr().err

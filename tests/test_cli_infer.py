@@ -11,6 +11,7 @@ from PIL import Image
 from alae_fast import infer
 from alae_fast.cli import main
 from alae_fast.models import ModelConfig, build_model
+from alae_fast.train.checkpoint import save_file
 from alae_fast.train.grids import to_uint8
 
 CFG = ModelConfig("style", layer_count=3, startf=4, maxf=8, latent_size=8, mapping_layers=2, channels=3)
@@ -28,9 +29,9 @@ def ckpts(tmp_path_factory):
     config = {"name": "tiny", "model": dataclasses.asdict(CFG)}
     run = root / "run"
     (run / "checkpoints").mkdir(parents=True)
-    torch.save({"config": {**config, "train": {"dataset": "builtin:digits"}}, "lod": 1, "blend": 0.5, **weights},
-               run / "checkpoints" / "ckpt-000000000100.pt")
-    torch.save({"config": config, **weights}, root / "converted.pt")
+    save_file({"config": {**config, "train": {"dataset": "builtin:digits"}}, "lod": 1, "blend": 0.5, **weights},
+              run / "checkpoints" / "ckpt-000000000100.pt")
+    save_file({"config": config, **weights}, root / "converted.pt")
     return run, root / "converted.pt"
 
 

@@ -6,6 +6,7 @@ from PIL import Image
 
 from alae_fast import infer
 from alae_fast.models import ModelConfig, build_model
+from alae_fast.train.checkpoint import save_file
 
 CFG = ModelConfig("style", layer_count=3, startf=4, maxf=8, latent_size=8, mapping_layers=2, channels=1)
 
@@ -80,8 +81,8 @@ def test_load_model_round_trip(model, tmp_path):
     import dataclasses
 
     path = tmp_path / "ckpt.pt"
-    torch.save({"config": {"model": dataclasses.asdict(CFG)}, "model": model.state_dict(),
-                "ema": model.state_dict()}, path)
+    save_file({"config": {"model": dataclasses.asdict(CFG)}, "model": model.state_dict(),
+               "ema": model.state_dict()}, path)
     loaded = infer.load_model(path)
     torch.testing.assert_close(infer.generate(loaded, [5]), infer.generate(model, [5]))
     with pytest.raises(ValueError, match="which"):

@@ -15,6 +15,7 @@ from alae_fast.metrics import (FeatureStats, InceptionV3Features, LPIPSVGG, fid_
                                frechet_distance, image_batches, latent_accuracy, load_inception, load_lpips_vgg,
                                main, ppl_w, reconstruction_error)
 from alae_fast.models import ModelConfig, build_model
+from alae_fast.train.checkpoint import save_file
 
 STYLE = ModelConfig("style", layer_count=3, startf=4, maxf=8, latent_size=8, mapping_layers=2, channels=1)
 MLP = ModelConfig("mlp", latent_size=8, mapping_layers=2, channels=1, image_size=28, hidden=16)
@@ -131,8 +132,8 @@ def test_latent_classification_mlp(digits):
 def test_cli_prints_one_json_line(tmp_path, capsys, digits):
     model = tiny_model(MLP)
     ckpt = tmp_path / "ckpt.pt"
-    torch.save({"config": {"model": dataclasses.asdict(MLP)}, "model": model.state_dict(),
-                "ema": model.state_dict()}, ckpt)
+    save_file({"config": {"model": dataclasses.asdict(MLP)}, "model": model.state_dict(),
+               "ema": model.state_dict()}, ckpt)
     np.savez(tmp_path / "labelled.npz", images=digits[0][:120, 0].numpy(), labels=digits[1][:120].numpy())
     assert main(["classify", str(ckpt), "--data", str(tmp_path / "labelled.npz")]) == 0
     line, = capsys.readouterr().out.strip().splitlines()

@@ -122,7 +122,8 @@ def test_style_mixing():
             ws = model.styles(z, lod, mixing_prob=1.0)
             cut = _cutoff(ws)
             assert 1 <= cut <= 2 * (lod + 1)
-            assert torch.equal(ws[:, :cut], w[:, None].expand(-1, cut, -1))  # layers < cutoff keep F(z)
+            # layers < cutoff keep F(z) (mapped in one batch with z2, so equal up to rounding)
+            torch.testing.assert_close(ws[:, :cut], w[:, None].expand(-1, cut, -1), rtol=1e-6, atol=1e-6)
             assert torch.equal(ws[:, cut:], ws[:, -1:].expand(-1, 6 - cut, -1))  # the rest share F(z2)
             seen.add((lod, cut))
     assert {(0, 1), (2, 1), (2, 5)} <= seen  # U{1..2(lod+1)}: cutoff 2(lod+1) gives no visible mixing

@@ -5,7 +5,9 @@ import torch
 
 from alae_fast.data import TensorStream
 from alae_fast.models import ModelConfig, build_model
-from alae_fast.train import Schedule, Trainer, train
+from alae_fast.train import NonFiniteTraining, Schedule, Trainer, train
+from alae_fast.train.checkpoint import list_checkpoints, load_checkpoint
+from alae_fast.train.logging import read_csv
 from alae_fast.train.losses import r1_penalty
 from _train_utils import deterministic_mode, one_thread, tiny_config, tiny_images  # noqa: F401
 
@@ -34,18 +36,37 @@ def test_each_step_updates_only_its_networks(kind):
     phase = tr.phase()
     tr._enter_lod(phase)
     real = tr._real_batch(4, phase)
+    unit = tr.step_unit
     before = snapshot(tr.model)
-    stats = tr.d_step(real, phase)
+    stats = unit.d_step(real, phase.lod, phase.blend)
     assert changed(before, tr.model) == {"encoder", "mapping_d"}
     before = snapshot(tr.model)
-    stats.update(tr.g_step(4, phase))
+    stats.update(unit.g_step(4, phase.lod, phase.blend))
     assert changed(before, tr.model) == {"mapping_f", "generator"}
     before = snapshot(tr.model)
-    stats.update(tr.ae_step(4, phase))
+    stats.update(unit.ae_step(4, phase.lod, phase.blend))
     assert changed(before, tr.model) == {"mapping_f", "generator", "encoder"}
-    assert set(stats) == {"loss_d", "r1", "loss_g", "loss_ae"}
-    assert all(math.isfinite(v.item()) for v in stats.values())
+    assert set(stats) == {"loss_d", "r1", "loss_g", "loss_ae", "skipped"} and stats["skipped"] == 0
+    assert all(math.isfinite(float(v)) for v in stats.values())
     assert all(p.requires_grad for p in tr.model.parameters())  # the G step's freeze is undone
+
+
+def test_w_avg_moves_on_every_generate_call():
+    """The original rule: w_avg moves towards the batch mean of F(z) in the D, G and AE steps alike."""
+    tr = make_trainer()
+    phase = tr.phase()
+    tr._enter_lod(phase)
+    unit, real = tr.step_unit, tr._real_batch(4, phase)
+    for call in (lambda: unit.d_step(real, 0, 1.0), lambda: unit.g_step(4, 0, 1.0), lambda: unit.ae_step(4, 0, 1.0)):
+        before = tr.model.w_avg.clone()
+        call()
+        assert not torch.equal(before, tr.model.w_avg)
+
+
+def test_lazy_r1_every_k_steps_scaled_by_k():
+    tr = make_trainer(r1_interval=3)
+    seen = [("r1" in tr.step()) for _ in range(6)]
+    assert seen == [True, False, False, True, False, False]
 
 
 @pytest.mark.parametrize("scaled", [False, True])
@@ -88,26 +109,93 @@ def _run(trainer, steps):
         trainer.step()
 
 
-def test_resume_is_bit_exact(tmp_path, deterministic_mode):  # noqa: F811
-    full = make_trainer(deterministic=True)
-    _run(full, 6)  # crosses into lod 1 (16 images per lod, batch 4) and its transition
+@pytest.mark.parametrize("stop", [3, 4], ids=["mid-level", "at-level-boundary"])
+def test_resume_is_bit_exact(tmp_path, deterministic_mode, stop):  # noqa: F811
+    """From any checkpoint, the level boundary included (16 images per lod, batch 4: step 4 ends lod 0),
+    the resumed run equals the uninterrupted one: weights, EMA, Adam moments and learning rate."""
+    full = make_trainer(deterministic=True, lr_per_lod=[0.002, 0.001])
+    _run(full, 7)  # crosses into lod 1 and its transition
 
-    first = make_trainer(tmp_path=tmp_path, deterministic=True)
-    _run(first, 3)
+    first = make_trainer(tmp_path=tmp_path, deterministic=True, lr_per_lod=[0.002, 0.001])
+    _run(first, stop)
     first.save_checkpoint()
     del first  # "kill": everything below comes from the checkpoint
     torch.manual_seed(1234)  # a fresh process would have other RNG state
-    resumed = make_trainer(tmp_path=tmp_path, deterministic=True)
+    resumed = make_trainer(tmp_path=tmp_path, deterministic=True, lr_per_lod=[0.002, 0.001])
     resumed.resume(tmp_path / "checkpoints")
-    _run(resumed, 3)
+    _run(resumed, 7 - stop)
 
     assert resumed.images == full.images and resumed.lod == full.lod == 1
     for name in ("model", "ema"):
         a, b = getattr(full, name).state_dict(), getattr(resumed, name).state_dict()
         for key in a:
             assert torch.equal(a[key], b[key]), f"{name}.{key} differs after resume"
-    sa, sb = full.opt_ed.state_dict()["state"], resumed.opt_ed.state_dict()["state"]
-    assert all(torch.equal(sa[k]["exp_avg_sq"], sb[k]["exp_avg_sq"]) for k in sa)
+    for opt in ("opt_ed", "opt_fg"):
+        sa, sb = getattr(full.step_unit, opt).state_dict(), getattr(resumed.step_unit, opt).state_dict()
+        assert sa["param_groups"][0]["lr"] == sb["param_groups"][0]["lr"] == 0.001
+        assert all(torch.equal(sa["state"][k]["exp_avg_sq"], sb["state"][k]["exp_avg_sq"]) for k in sa["state"])
+
+
+def test_resume_refuses_another_model_config(tmp_path):
+    tr = make_trainer(tmp_path=tmp_path)
+    _run(tr, 1)
+    tr.save_checkpoint()
+    cfg = tiny_config()
+    cfg.model.latent_size = 16
+    other = Trainer(cfg, tmp_path, stream=TensorStream(tiny_images()))
+    with pytest.raises(ValueError, match=r"model\.latent_size=8 there, 16 here"):
+        other.resume(tmp_path / "checkpoints")
+
+
+def _poison_after(trainer, good_steps: int):
+    """Make every D/E gradient NaN after `good_steps` iterations (a numerically exploding run)."""
+    calls = {"n": 0}
+    original = trainer.step_unit.d_step
+
+    def d_step(real, lod, blend):
+        calls["n"] += 1
+        if calls["n"] > good_steps:
+            real = real * float("nan")
+        return original(real, lod, blend)
+
+    trainer.step_unit.d_step = d_step
+
+
+def test_non_finite_updates_are_skipped_counted_and_logged(tmp_path):
+    tr = make_trainer(tmp_path=tmp_path, max_bad_steps=100)
+    _poison_after(tr, 2)
+    d_before = None
+    for i in range(5):
+        if i == 2:
+            d_before = [p.detach().clone() for p in tr.model.mapping_d.parameters()]  # only the D step moves D
+        stats = tr.step()
+    assert stats["skipped"] == 1 and tr.skipped_total == 3 and tr.bad_in_a_row == 3
+    assert all(torch.equal(a, b) for a, b in zip(d_before, tr.model.mapping_d.parameters()))
+    assert torch.isfinite(tr.model.w_avg).all()
+    assert all(torch.isfinite(p).all() for p in tr.model.parameters())
+
+
+def test_guard_stops_after_consecutive_bad_steps_and_keeps_the_checkpoint(tmp_path):
+    tr = make_trainer(tmp_path=tmp_path, max_bad_steps=3, snapshot_kimg=0.008)
+    _poison_after(tr, 2)
+    lines = []
+    with pytest.raises(NonFiniteTraining, match="3 consecutive iterations had non-finite"):
+        train(tr, progress=False, tensorboard=False, text=lines.append)
+    (last,) = list_checkpoints(tmp_path / "checkpoints")[-1:]
+    assert last.name == "ckpt-000000000008.pt"  # the last good one; nothing written after the blow-up
+    state = load_checkpoint(last)
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    rows = read_csv(tmp_path / "losses.csv")  # the skipped updates show in the log, on disk and on the console
+    assert [(r["kimg"], r["skipped"]) for r in rows] == [(0.008, 0), (0.016, 2)]
+    assert any("skipped 2" in line for line in lines), lines
+
+
+def test_exploding_loss_warns_in_the_log(tmp_path):
+    tr = make_trainer(tmp_path=tmp_path, lr_per_lod=[3.0], total_kimg=0.128, kimg_per_lod=1.0,
+                      max_bad_steps=1000)
+    lines = []
+    train(tr, progress=False, tensorboard=False, text=lines.append)
+    assert any("grew to" in line and "diverging" in line for line in lines), lines
 
 
 def test_bf16_training_lowers_ae_loss():

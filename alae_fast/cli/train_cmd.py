@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -12,10 +13,11 @@ import torch
 
 from alae_fast.data import load_builtin, make_stream
 from alae_fast.cli.common import add_device_args, pick_device, pick_precision
-from alae_fast.train import Trainer, available_configs, format_summary, load_config, train
+from alae_fast.train import NonFiniteTraining, Trainer, available_configs, format_summary, load_config, train
 from alae_fast.train import distributed
-from alae_fast.train.checkpoint import list_checkpoints
 from alae_fast.train.evaluate import evaluate_encoder
+from alae_fast.train.logging import TextLog
+from alae_fast.train.rundir import latest_run_dir, new_run_dir, run_contents, run_dir_of, write_options
 
 DEMO_MINUTES = 4.0  # cap on start-up + training, leaving time for the final grids and evaluation (< 5 min)
 
@@ -23,41 +25,68 @@ DEMO_MINUTES = 4.0  # cap on start-up + training, leaving time for the final gri
 def add_parsers(sub) -> None:
     p = sub.add_parser("train", help="train ALAE / StyleALAE from a config")
     p.add_argument("--config", required=True, help=f"built-in name ({', '.join(available_configs())}) or .yaml path")
-    p.add_argument("--out", help="output directory (default runs/<config name>)")
+    add_run_dir_args(p)
     p.add_argument("--data", help="dataset source overriding the config (path or builtin:<name>)")
     p.add_argument("--resume", nargs="?", const="auto",
-                   help="resume from a checkpoint file or directory (default: <out>/checkpoints; starts "
-                        "fresh if it holds none). Under torchrun, a restarted group always resumes")
+                   help="continue a run: alone, the run in --out (or the newest numbered run of this config in "
+                        "--outdir); with a value, that checkpoint file, checkpoints/ folder or run directory. "
+                        "A run with no checkpoint yet starts fresh. Under torchrun, a restarted group always resumes")
     p.add_argument("--kimg", type=float, help="total length of the run in thousands of images")
     p.add_argument("--kimg-per-lod", type=float, help="images per level of detail, in kimg")
     p.add_argument("--loader", default="auto", help="data loader: auto, torch, dali, dali-cpu, memory")
     p.add_argument("--seed", type=int, help="override the config's seed")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none off a terminal)")
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much training time")
     add_device_args(p, precision=True)
     p.set_defaults(func=run_train)
 
     d = sub.add_parser("demo", help="train a small StyleALAE on sklearn's digits and write samples")
-    d.add_argument("--out", default="runs/demo")
+    add_run_dir_args(d)
     d.add_argument("--kimg", type=float, help="shorter/longer run: total kimg (levels scale with it)")
     d.add_argument("--max-minutes", type=float, default=DEMO_MINUTES, help="stop training this long after start-up")
     d.add_argument("--threads", type=int, default=1,
                    help="CPU threads (the demo's small convolutions run best on 1)")
     d.add_argument("--no-progress", action="store_true")
     add_device_args(d, precision=True)
-    d.set_defaults(func=run_demo)
+    d.set_defaults(func=run_demo, resume=None)
 
 
-def _resume_source(args, out: Path):
-    """(where, missing_ok). A group restarted by torchrun resumes from its own newest checkpoint;
-    otherwise an explicit --resume path must exist and --resume alone may start fresh."""
-    own = out / "checkpoints"
-    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and list_checkpoints(own):
-        return own, False
-    if args.resume and args.resume != "auto":
-        return args.resume, False
-    return (own, True) if args.resume else (None, True)
+def add_run_dir_args(parser) -> None:
+    parser.add_argument("--outdir", default="runs",
+                        help="parent of the numbered run directories <outdir>/<NNNNN>-<config> (default: runs)")
+    parser.add_argument("--out", help="this exact run directory instead (refused when it holds another run, "
+                                      "unless --resume)")
+
+
+def _refuse(out: Path, contents: list[str], outdir: str) -> ValueError:
+    return ValueError(f"--out {out} already holds a run ({', '.join(contents)}); add --resume to continue it, or "
+                      f"give another --out (or omit --out for a new numbered run under --outdir {outdir})")
+
+
+def pick_run_dir(args, name: str) -> tuple[Path, Path | None, bool]:
+    """(run directory, where to resume from or None, whether no checkpoint there means a fresh start).
+    A fresh run never writes into a directory that holds another run."""
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    if args.resume not in (None, "auto"):
+        src = Path(args.resume)
+        if not src.exists():
+            raise FileNotFoundError(f"--resume {src}: no such checkpoint file, checkpoints/ folder or run directory")
+        source = src / "checkpoints" if (src / "checkpoints").is_dir() else src
+        out = Path(args.out) if args.out else run_dir_of(source)
+        if out.resolve() != run_dir_of(source).resolve() and run_contents(out):
+            raise _refuse(out, run_contents(out), args.outdir)
+        return out, source, False
+    if args.resume or restarted:
+        out = Path(args.out) if args.out else latest_run_dir(args.outdir, name)
+        if out is not None:  # a run killed before its first checkpoint starts again from scratch
+            return out, out / "checkpoints", True
+    if args.out:
+        out = Path(args.out)
+        if run_contents(out):
+            raise _refuse(out, run_contents(out), args.outdir)
+        return out, None, True
+    return new_run_dir(args.outdir, name), None, True
 
 
 def run_train(args) -> int:
@@ -65,13 +94,36 @@ def run_train(args) -> int:
     env = distributed.init_from_env(device)
     try:
         return _train(args, env)
+    except NonFiniteTraining as exc:
+        if env.rank == 0:
+            print(f"alae-fast train: error: {exc}", file=sys.stderr)
+        return 3
     finally:
         distributed.shutdown()
 
 
+def _agreed_run_dir(args, name: str, env):
+    """Rank 0 picks (and creates) the run directory; every rank gets its choice or its error."""
+    choice = None
+    if env.rank == 0:
+        try:
+            choice = pick_run_dir(args, name)
+        except (FileNotFoundError, ValueError) as exc:
+            choice = exc
+    choice = distributed.broadcast_object(choice)
+    if isinstance(choice, Exception):
+        raise choice
+    return choice
+
+
+def check_dataset(source: str, config_name: str) -> None:
+    if not source.startswith("builtin:") and not Path(source).exists():
+        raise FileNotFoundError(f"dataset {source} (train.dataset of config {config_name!r}) does not exist; pass "
+                                "--data DIR: a folder of images, or a dataset written by `alae-fast prepare SRC DIR`")
+
+
 def _train(args, env) -> int:
     main = env.rank == 0
-    say = print if main else (lambda *a, **k: None)
     cfg = load_config(args.config)
     tc = cfg.train
     if args.data:
@@ -82,23 +134,29 @@ def _train(args, env) -> int:
         tc.kimg_per_lod = args.kimg_per_lod
     if args.seed is not None:
         tc.seed = args.seed
-    out = Path(args.out or Path("runs") / cfg.name)
+    check_dataset(tc.dataset, cfg.name)
+    out, where, missing_ok = _agreed_run_dir(args, cfg.name, env)
+    say = TextLog(out) if main else (lambda line: None)
     device = env.device
     trainer = Trainer(cfg, out, device=device, precision=pick_precision(args.precision, device),
                       loader=args.loader, deterministic=args.deterministic,
                       rank=env.rank, world_size=env.world_size)
-    where, missing_ok = _resume_source(args, out)
     path = trainer.resume(where, missing_ok=missing_ok) if where is not None else None
     if path is not None:
         say(f"resumed from {path} at {trainer.images / 1000:.2f} kimg")
     elif where is not None:
         say(f"no checkpoint in {where}: starting from scratch")
+    if main:
+        write_options(out, cfg.to_dict(), device=str(device), precision=trainer.precision, loader=args.loader,
+                      world_size=env.world_size, resumed_from=str(path) if path else None)
     ranks = f" x {env.world_size} ranks" if env.world_size > 1 else ""
     say(f"training {cfg.name} on {device}{ranks} ({trainer.precision}), {trainer.total_images / 1000:.1f} kimg "
         f"-> {out}")
     max_seconds = args.max_minutes * 60 if args.max_minutes is not None else None
-    summary = train(trainer, progress=not args.no_progress, resumed=path is not None, max_seconds=max_seconds)
-    say(format_summary(summary))
+    summary = train(trainer, progress=not args.no_progress, resumed=path is not None, max_seconds=max_seconds,
+                    text=say if main else None)
+    if main:
+        print(format_summary(summary))
     return 0
 
 
@@ -123,7 +181,7 @@ def _demo(args, env, started: float) -> int:
         tc.total_kimg = args.kimg
         tc.grid_kimg = tc.snapshot_kimg = args.kimg
         tc.log_kimg = min(tc.log_kimg, args.kimg / 10)
-    out = Path(args.out)
+    out, _, _ = _agreed_run_dir(args, cfg.name, env)
     images, labels = load_builtin("digits")  # once: the training stream and the evaluation
     stream = make_stream(images, device=device, seed=tc.seed, mirror=tc.mirror,
                          rank=env.rank, world_size=env.world_size)
@@ -132,19 +190,21 @@ def _demo(args, env, started: float) -> int:
     if env.rank != 0:  # rank 0 agrees the time limit, evaluates and writes
         train(trainer, progress=False, max_seconds=max(args.max_minutes * 60 - (time.perf_counter() - started), 1.0))
         return 0
-    print(f"demo: StyleALAE {trainer.model.resolution(0)}x{trainer.model.resolution(0)} -> "
+    say = TextLog(out)
+    write_options(out, cfg.to_dict(), device=str(device), precision=trainer.precision, world_size=env.world_size)
+    say(f"demo: StyleALAE {trainer.model.resolution(0)}x{trainer.model.resolution(0)} -> "
           f"{trainer.model.resolution(trainer.model.max_lod)}^2 on sklearn digits, "
-          f"{tc.total_kimg:g} kimg on {device} ({trainer.precision})")
+          f"{tc.total_kimg:g} kimg on {device} ({trainer.precision}) -> {out}")
     budget = args.max_minutes * 60 - (time.perf_counter() - started)
-    summary = train(trainer, progress=not args.no_progress, max_seconds=max(budget, 1.0))
+    summary = train(trainer, progress=not args.no_progress, max_seconds=max(budget, 1.0), text=say)
     phase = trainer.phase()
     summary["latent_classification"] = evaluate_encoder(trainer.ema, images, labels, phase.lod, phase.blend,
                                                         device=device)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(format_summary(summary))
     acc = summary["latent_classification"]
-    print(f"E(x) digit classification on a held-out split: 1-NN {acc['knn_1nn']:.3f}, "
-          f"linear SVM {acc['linear_svm']:.3f}")
+    say(f"E(x) digit classification on a held-out split: 1-NN {acc['knn_1nn']:.3f}, "
+        f"linear SVM {acc['linear_svm']:.3f}")
     print(f"images are in {out.resolve()} (samples.png, reconstructions.png, mixing.png, losses.png; "
           f"progress grids in grids/)")
     return 0

@@ -33,20 +33,30 @@ class ALAEBase(nn.Module):
         if not 0 <= lod <= self.max_lod:
             raise ValueError(f"argument 'lod' must be in [0, {self.max_lod}], got {lod}")
 
-    def styles(self, z: torch.Tensor, lod: int, mixing_prob: float | None = None) -> torch.Tensor:
-        """F(z) repeated per layer, [N, num_ws, ℓ]; with probability `mixing_prob` layers >= a cutoff
-        ~ U{1..2(lod+1)} take F(z2) of a second z2 ~ N(0, 1) (global torch RNG)."""
+    def mixing_cutoff(self, lod: int, mixing_prob: float | None = None,
+                      generator: torch.Generator | None = None) -> int | None:
+        """With probability `mixing_prob` (default: the config's), the first layer that takes a second
+        latent, drawn from U{1..2(lod+1)}; None for no mixing. Draws from `generator` (CPU) or the global RNG."""
         self._check_lod(lod)
         p = self.cfg.style_mixing_prob if mixing_prob is None else mixing_prob
-        w = self.map(z)
-        ws = w[:, None].expand(-1, self.num_ws, -1)
+        if p <= 0 or self.num_ws < 2 or torch.rand((), generator=generator).item() >= p:
+            return None
         active = min(2 * (lod + 1), self.num_ws)
-        if p <= 0 or self.num_ws < 2 or torch.rand(()).item() >= p:
-            return ws
-        cutoff = int(torch.randint(1, active + 1, ()).item())
-        w2 = self.map(torch.randn_like(z))
+        return int(torch.randint(1, active + 1, (), generator=generator).item())
+
+    def mixed_styles(self, z: torch.Tensor, z2: torch.Tensor | None, cutoff: int | None) -> torch.Tensor:
+        """[N, num_ws, ℓ]: layers < cutoff take F(z), the others F(z2); F(z) everywhere when cutoff is None."""
+        if cutoff is None:
+            return self.map(z)[:, None].expand(-1, self.num_ws, -1)
+        w, w2 = self.map(torch.cat([z, z2])).chunk(2)
         layer = torch.arange(self.num_ws, device=w.device)[None, :, None]
         return torch.where(layer < cutoff, w[:, None], w2[:, None])
+
+    def styles(self, z: torch.Tensor, lod: int, mixing_prob: float | None = None) -> torch.Tensor:
+        """F(z) per layer, [N, num_ws, ℓ], style-mixed with probability `mixing_prob` with F(z2) of a
+        second z2 ~ N(0, 1); every draw comes from the global torch RNG."""
+        cutoff = self.mixing_cutoff(lod, mixing_prob)
+        return self.mixed_styles(z, None if cutoff is None else torch.randn_like(z), cutoff)
 
     def discriminate(self, w: torch.Tensor) -> torch.Tensor:
         """D: w [N, ℓ] -> logits [N]."""
@@ -54,9 +64,11 @@ class ALAEBase(nn.Module):
 
     @torch.no_grad()
     def update_w_avg(self, w: torch.Tensor) -> None:
-        """w_avg <- lerp(batch mean of w, w_avg, β). w is [N, ℓ] (or [N, num_ws, ℓ], reduced over layers)."""
+        """w_avg <- lerp(batch mean of w, w_avg, β), leaving entries whose mean is not finite unchanged.
+        w is [N, ℓ] (or [N, num_ws, ℓ], reduced over layers)."""
         mean = w.detach().float().reshape(-1, self.latent_size).mean(0)
-        self.w_avg.copy_(mean.lerp(self.w_avg, self.cfg.w_avg_beta))
+        moved = mean.lerp(self.w_avg, self.cfg.w_avg_beta)
+        self.w_avg.copy_(torch.where(torch.isfinite(moved), moved, self.w_avg))
 
     def truncate(self, ws: torch.Tensor, psi: float | None = None, cutoff: int | None = None) -> torch.Tensor:
         """Layers < cutoff take lerp(w_avg, w, psi). ws [N, num_ws, ℓ]."""

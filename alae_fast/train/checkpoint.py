@@ -1,12 +1,17 @@
-"""Atomic, resumable checkpoints loadable with torch.load(weights_only=True).
+"""Atomic, checksummed, resumable checkpoints loadable with torch.load(weights_only=True).
 
-Files are <dir>/ckpt-<images:012d>.pt. A save writes a temp file in the same directory,
-fsyncs it, renames it over the target and fsyncs the directory, then prunes to the last k.
+Files are <dir>/ckpt-<images:012d>.pt and form one timeline of increasing image counts. A save
+writes a temp file in the same directory, fsyncs it, renames it over the target and fsyncs the
+directory, then prunes to the last k. Every checkpoint carries a SHA-256 of its payload (every
+tensor's bytes, dtype and shape, and every other value), verified on load: a flipped bit is reported
+by file name and loading falls back to the previous checkpoint.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
 import random
 import re
 import tempfile
@@ -17,6 +22,17 @@ import numpy as np
 import torch
 
 _NAME = re.compile(r"^ckpt-(\d+)\.pt$")
+_TEMP = re.compile(r"^\.ckpt-\d+\.pt\..*\.tmp$")
+CHECKSUM_KEY = "sha256"
+SUPERSEDED = "superseded"
+
+
+class ChecksumError(ValueError):
+    """A checkpoint has no checksum, or its payload does not match it."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"checkpoint {path}: {reason}")
+        self.reason = reason
 
 
 def checkpoint_path(directory, images: int) -> Path:
@@ -28,8 +44,75 @@ def list_checkpoints(directory) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name)) and p.is_file()]
     return [p for _, p in sorted(found)]
+
+
+def checkpoint_images(path) -> int:
+    """The image count in a checkpoint's file name."""
+    return int(_NAME.match(Path(path).name).group(1))
+
+
+def remove_temp_files(directory) -> list[Path]:
+    """Delete the temp files that killed saves left in `directory`; returns them."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    leftovers = [p for p in directory.iterdir() if _TEMP.match(p.name) and p.is_file()]
+    for p in leftovers:
+        p.unlink(missing_ok=True)
+    return leftovers
+
+
+def set_aside_newer(directory, images: int) -> list[Path]:
+    """Move checkpoints newer than `images` (another timeline, e.g. unreadable ones skipped on resume) to
+    <directory>/superseded/, so pruning never deletes the resumed timeline; nothing is deleted."""
+    newer = [p for p in list_checkpoints(directory) if checkpoint_images(p) > images]
+    if newer:
+        aside = Path(directory) / SUPERSEDED
+        aside.mkdir(exist_ok=True)
+        for p in newer:
+            os.replace(p, aside / p.name)
+    return newer
+
+
+def payload_digest(obj) -> str:
+    """SHA-256 over a checkpoint payload: structure, tensor dtype/shape/bytes, and plain values."""
+    h = hashlib.sha256()
+
+    def visit(o):
+        if isinstance(o, torch.Tensor):
+            t = o.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(o, dict):
+            h.update(f"D{len(o)}".encode())
+            for k in sorted(o, key=repr):
+                h.update(repr(k).encode())
+                visit(o[k])
+        elif isinstance(o, (list, tuple)):
+            h.update(f"L{len(o)}".encode())
+            for v in o:
+                visit(v)
+        else:
+            h.update(f"V{type(o).__name__}:{o!r}".encode())
+
+    visit(obj)
+    return h.hexdigest()
+
+
+def with_checksum(state: dict) -> dict:
+    return {**state, CHECKSUM_KEY: payload_digest(state)}
+
+
+def verify_checksum(state, path) -> dict:
+    """The payload without its checksum; ChecksumError naming `path` when it does not match."""
+    if not isinstance(state, dict) or CHECKSUM_KEY not in state:
+        raise ChecksumError(path, "no checksum: not written by this version of alae_fast")
+    payload = {k: v for k, v in state.items() if k != CHECKSUM_KEY}
+    if payload_digest(payload) != state[CHECKSUM_KEY]:
+        raise ChecksumError(path, "checksum mismatch: the file is corrupt")
+    return payload
 
 
 def save_atomic(state: dict, path) -> Path:
@@ -61,8 +144,17 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def save_file(state: dict, path) -> Path:
+    """Any alae_fast checkpoint file (training, converted, exported): checksummed and written atomically."""
+    return save_atomic(with_checksum(state), path)
+
+
 def save_checkpoint(state: dict, directory, images: int, keep: int = 3) -> Path:
-    path = save_atomic(state, checkpoint_path(directory, images))
+    """Write ckpt-<images>.pt atomically with its checksum, then keep the newest `keep` (0: all)."""
+    target = checkpoint_path(directory, images)
+    if target.exists() and not target.is_file():
+        raise IsADirectoryError(f"cannot write checkpoint {target}: a directory of that name is in the way")
+    path = save_file(state, target)
     if keep > 0:
         for old in list_checkpoints(directory)[:-keep]:
             old.unlink(missing_ok=True)
@@ -70,7 +162,8 @@ def save_checkpoint(state: dict, directory, images: int, keep: int = 3) -> Path:
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """A checkpoint's payload, checksum verified (ChecksumError names the file)."""
+    return verify_checksum(torch.load(path, map_location=map_location, weights_only=True), path)
 
 
 def load_latest(where, map_location="cpu") -> tuple[dict, Path]:
@@ -87,11 +180,24 @@ def load_latest(where, map_location="cpu") -> tuple[dict, Path]:
         try:
             return load_checkpoint(path, map_location), path
         except Exception as exc:  # truncated/corrupt file: fall back to an older one
-            msg = f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc})"
+            msg = f"checkpoint {path} is unreadable ({describe_load_error(exc)})"
             errors.append(msg)
             warnings.warn(msg + ("; falling back to the previous checkpoint" if path != candidates[-1] else ""),
                           stacklevel=2)
     raise RuntimeError("no readable checkpoint: " + "; ".join(errors))
+
+
+def describe_load_error(exc: BaseException) -> str:
+    """One line on why torch.load failed, without torch's advice to load unsafely."""
+    text = str(exc)
+    if isinstance(exc, ChecksumError):
+        return exc.reason
+    if isinstance(exc, pickle.UnpicklingError) and ("GLOBAL" in text or "allowlist" in text):
+        return "it holds Python objects other than tensors and plain data, which alae_fast never loads"
+    if isinstance(exc, pickle.UnpicklingError) or "miniz" in text or "zip archive" in text:
+        return "truncated, corrupt or not a torch checkpoint"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def rng_state() -> dict:

@@ -27,6 +27,7 @@ class TrainConfig:
     adam_eps: float = 1e-8
     r1_gamma: float = 10.0
     r1_interval: int = 1  # lazy R1: every k D steps, scaled by k
+    max_bad_steps: int = 25  # stop after this many consecutive iterations with a non-finite loss or gradient
     ema_half_life_kimg: float = 10.0
     mirror: bool = False
     seed: int = 0

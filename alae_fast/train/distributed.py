@@ -132,6 +132,13 @@ def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
             t.copy_(part.view_as(t))
 
 
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when `flag` is true on at least one."""
+    t = torch.tensor([float(bool(flag))], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def broadcast_object(obj, src: int = 0):
     """`src`'s obj on every rank (identity without a process group)."""
     if not (dist.is_available() and dist.is_initialized()):

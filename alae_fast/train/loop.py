@@ -1,20 +1,25 @@
-"""Run a Trainer to the end of its schedule: progress bar, loss log, grids, checkpoints,
+"""Run a Trainer to the end of its schedule: log lines and losses.csv, grids, checkpoints, a
 summary. All writes happen on the main rank only; under torchrun every rank runs this loop
-(checkpoints gather per-rank state, the time limit is rank 0's decision). Logged losses are
-rank 0's."""
+(checkpoints gather per-rank state; a stop, from the time limit or SIGTERM/SIGINT on any rank,
+is agreed by all ranks). Logged losses are rank 0's."""
 
 from __future__ import annotations
 
 import json
+import resource
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from alae_fast.train.grids import mixing_grid, save_grid
+from alae_fast.train import checkpoint as ckpt
 from alae_fast.train.evaluate import resize
-from alae_fast.train.logging import LossLog
+from alae_fast.train.grids import mixing_grid, save_grid
+from alae_fast.train.logging import GrowthWatch, LossLog, TextLog, format_row
 from alae_fast.train.trainer import STOP_CHECK_EVERY
 
 
@@ -49,52 +54,114 @@ def save_grids(trainer, directory, suffix: str = "") -> dict:
             for name, (images, nrow) in render_grids(trainer).items()}
 
 
+class StopSignals:
+    """SIGTERM (what SLURM and torchrun send before ending a job) and SIGINT set `received` instead of
+    killing the run, so it can write a final checkpoint; a second SIGINT interrupts at once."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def _memory_gb(device: torch.device) -> float:
+    """Peak memory since the last call: CUDA allocations on a GPU, the process's peak RSS on a CPU."""
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return peak / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
 def train(trainer, *, max_steps: int | None = None, progress: bool = True, tensorboard: bool = True,
-          resumed: bool = False, checkpoint_at_end: bool = True, max_seconds: float | None = None) -> dict:
-    """Train until the schedule ends, or after `max_steps` more iterations / `max_seconds`
-    of wall time, whichever comes first; returns a summary."""
+          resumed: bool = False, checkpoint_at_end: bool = True, max_seconds: float | None = None,
+          text: TextLog | None = None) -> dict:
+    """Train until the schedule ends, after `max_steps` more iterations or `max_seconds` of wall time,
+    or on SIGTERM/SIGINT, whichever comes first; returns a summary (summary["stopped"] says why it
+    stopped early). Log lines go to `text` (default: the console and <run>/log.txt). Raises
+    trainer.NonFiniteTraining, with no checkpoint written, when the guard gives up."""
     tc, out, main = trainer.tc, trainer.out_dir, trainer.is_main
-    log = LossLog(out, tensorboard, resume_kimg=trainer.images / 1000 if resumed else None) if main else None
+    log = None
+    if main:
+        text = text or TextLog(out)
+        leftovers = ckpt.remove_temp_files(trainer.checkpoint_dir)
+        if leftovers:
+            text(f"removed {len(leftovers)} temp file(s) of interrupted checkpoint writes in {trainer.checkpoint_dir}")
+        log = LossLog(out, tensorboard, resume_kimg=trainer.images / 1000 if resumed else None)
+    growth = GrowthWatch()
     bar = tqdm(total=round(trainer.total_images / 1000, 3), initial=round(trainer.images / 1000, 3),
-               unit="kimg", disable=not (progress and main), dynamic_ncols=True,
+               unit="kimg", disable=not (progress and main and sys.stderr.isatty()), dynamic_ncols=True,
                bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg [{elapsed}<{remaining}{postfix}]")
-    sums, count, steps = {}, 0, 0
+    steps, stopped, snapshot_due = 0, None, False
     start_images, t_start = trainer.images, trainer.time_now()
     t_log, img_log = t_start, trainer.images
     deadline = None if max_seconds is None else time.perf_counter() + max_seconds
-    while not trainer.done and (max_steps is None or steps < max_steps):
-        check = deadline is not None and (trainer.world_size == 1 or steps % STOP_CHECK_EVERY == 0)
-        if check and trainer.agree(time.perf_counter() > deadline):
-            if main:
-                tqdm.write(f"stopping at {trainer.images / 1000:.2f} kimg: time limit of {max_seconds:.0f} s reached")
-            break
-        before = trainer.images
-        stats = trainer.step()
-        steps += 1
-        for k, v in stats.items():
-            sums[k] = sums.get(k, 0.0) + v
-        count += 1
-        phase = trainer.phase()
-        bar.update((trainer.images - before) / 1000)
-        if main and (_crossed(before, trainer.images, tc.log_kimg) or trainer.done):
-            now = trainer.time_now()
-            rate = (trainer.images - img_log) / max(now - t_log, 1e-9)
-            values = {k: (v / count).item() if torch.is_tensor(v) else v / count for k, v in sums.items()}
-            log.log(trainer.images / 1000, {**values, "lod": phase.lod, "blend": phase.blend, "img_per_s": rate})
-            bar.set_postfix(img_s=f"{rate:.0f}", lod=phase.lod, blend=f"{phase.blend:.2f}",
-                            ae=f"{values.get('loss_ae', 0):.3f}", refresh=False)
-            sums, count, t_log, img_log = {}, 0, now, trainer.images
-        if main and _crossed(before, trainer.images, tc.grid_kimg):
-            save_grids(trainer, out / "grids", f"-{trainer.images:09d}")
-        if _crossed(before, trainer.images, tc.snapshot_kimg) and not trainer.done:
-            trainer.save_checkpoint()  # every rank: the per-rank state is gathered
-    bar.close()
+    with StopSignals() as signals:
+        try:
+            while not trainer.done and (max_steps is None or steps < max_steps):
+                if trainer.world_size == 1 or steps % STOP_CHECK_EVERY == 0:
+                    late = deadline is not None and time.perf_counter() > deadline
+                    if trainer.agree_any(late or signals.received is not None):
+                        stopped = signals.received or ("time limit" if late else "another rank stopped")
+                        break
+                before = trainer.images
+                trainer.step()
+                steps += 1
+                bar.update(min(trainer.images, trainer.total_images) / 1000 - bar.n)
+                log_now = _crossed(before, trainer.images, tc.log_kimg) or trainer.done
+                if main and log_now:
+                    now = trainer.time_now()
+                    phase = trainer.phase()
+                    row = log.log(trainer.images / 1000, {
+                        "lod": phase.lod, "blend": phase.blend, **trainer.interval.means(),
+                        "img_per_s": (trainer.images - img_log) / max(now - t_log, 1e-9),
+                        "mem_gb": _memory_gb(trainer.device)})
+                    text(format_row(row))
+                    for note in growth.check(row):
+                        text(note)
+                    bar.set_postfix(img_s=f"{row['img_per_s']:.0f}", lod=phase.lod, refresh=False)
+                    t_log, img_log = now, trainer.images
+                if log_now:
+                    trainer.interval.reset()
+                if main and _crossed(before, trainer.images, tc.grid_kimg):
+                    save_grids(trainer, out / "grids", f"-{trainer.images:09d}")
+                # A snapshot waits for an iteration whose updates all went through (every rank sees the same
+                # skips: gradients are averaged first).
+                snapshot_due = snapshot_due or _crossed(before, trainer.images, tc.snapshot_kimg)
+                if snapshot_due and not trainer.done and trainer.bad_in_a_row == 0:
+                    trainer.save_checkpoint()  # every rank: the per-rank state is gathered
+                    snapshot_due = False
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
     seconds = trainer.time_now() - t_start
     summary = {"kimg": trainer.images / 1000, "steps": trainer.steps, "lod": trainer.phase().lod,
                "seconds": round(seconds, 2),
-               "img_per_s": round((trainer.images - start_images) / max(seconds, 1e-9), 1)}
+               "img_per_s": round((trainer.images - start_images) / max(seconds, 1e-9), 1),
+               "skipped_updates": trainer.skipped_total}
+    if stopped:
+        summary["stopped"] = stopped
     path = trainer.save_checkpoint() if checkpoint_at_end else None
     if main:
+        if stopped:
+            text(f"stopped at {trainer.images / 1000:.2f} kimg ({stopped})"
+                 + (f"; resume with --resume from {path}" if path else ""))
         if checkpoint_at_end:
             summary["checkpoint"] = str(path)
         summary.update({k: str(v) for k, v in save_grids(trainer, out).items()})
@@ -102,7 +169,6 @@ def train(trainer, *, max_steps: int | None = None, progress: bool = True, tenso
         if log.rows:
             summary["final_losses"] = {k: round(v, 4) for k, v in log.rows[-1].items()
                                        if k.startswith("loss") or k == "r1"}
-        log.close()
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

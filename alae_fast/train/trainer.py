@@ -1,5 +1,6 @@
-"""The ALAE training loop (SPEC §5): D/E step, G step and latent AE step per iteration,
-progressive growing counted in images, EMA, mixed precision, exact resume.
+"""The Trainer: data, the progressive-growing schedule, EMA, multi-GPU, checkpoints and the
+non-finite guard around one ALAEStep (alae_fast/train/step.py) per iteration. Resume is exact from
+any checkpoint, level boundaries included.
 
 Multi-GPU (launched by torchrun, see distributed.py): `rank`/`world_size` pick the data
 shard and the per-rank batch (global batch / world_size); gradients are averaged over ranks
@@ -10,11 +11,11 @@ samples as one process would. Every file write goes through `is_main`.
 
 from __future__ import annotations
 
-import contextlib
+import math
 import os
-import warnings
 import random
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,15 +26,18 @@ from alae_fast.models import build_model
 from alae_fast.ops import blend_real
 from alae_fast.train import checkpoint as ckpt
 from alae_fast.train import distributed as dist
-from alae_fast.train import losses
 from alae_fast.train.config import RunConfig
 from alae_fast.train.ema import ema_beta, make_ema, update_ema
 from alae_fast.train.evaluate import resize
 from alae_fast.train.schedule import Phase, Schedule
+from alae_fast.train.step import PRECISIONS, ALAEStep, StepOptions
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-CHECKPOINT_FORMAT = "alae_fast-train-1"
-STOP_CHECK_EVERY = 10  # steps between agreeing on a time limit across ranks (a collective)
+CHECKPOINT_FORMAT = "alae_fast-train-2"
+STOP_CHECK_EVERY = 10  # steps between agreeing on a stop (time limit, signal) across ranks (a collective)
+
+
+class NonFiniteTraining(RuntimeError):
+    """Too many consecutive iterations had non-finite losses or gradients."""
 
 
 def seed_rngs(seed: int) -> None:
@@ -59,18 +63,45 @@ def check_batch_split(batch_per_lod, world_size: int) -> None:
                              f"entry or change batch_per_lod in the config")
 
 
-@contextlib.contextmanager
-def frozen(*modules):
-    """Parameters of `modules` take no gradient inside the block."""
-    params = [p for m in modules for p in m.parameters()]
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(params, flags):
-            p.requires_grad_(flag)
+class Interval:
+    """Running sums of the per-step losses until the next log row (kept in checkpoints, so a resumed
+    run logs the same rows as an uninterrupted one)."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.finite: dict[str, int] = {}
+        self.steps = self.skipped = self.nonfinite = 0
+
+    def add(self, stats: dict) -> None:
+        self.steps += 1
+        self.skipped += int(stats.get("skipped", 0))
+        for key, value in stats.items():
+            if key == "skipped":
+                continue
+            value = float(value)
+            if math.isfinite(value):
+                self.sums[key] = self.sums.get(key, 0.0) + value
+                self.finite[key] = self.finite.get(key, 0) + 1
+            else:
+                self.nonfinite += 1
+                self.sums.setdefault(key, 0.0)
+                self.finite.setdefault(key, 0)
+
+    def means(self) -> dict:
+        """Mean of each loss over its finite values (NaN if none), plus the skipped/non-finite counts."""
+        means = {k: self.sums[k] / self.finite[k] if self.finite[k] else float("nan") for k in self.sums}
+        return {**means, "skipped": self.skipped, "nonfinite": self.nonfinite}
+
+    def state_dict(self) -> dict:
+        return {"sums": dict(self.sums), "finite": dict(self.finite), "steps": self.steps,
+                "skipped": self.skipped, "nonfinite": self.nonfinite}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums, self.finite = dict(state["sums"]), dict(state["finite"])
+        self.steps, self.skipped, self.nonfinite = int(state["steps"]), int(state["skipped"]), int(state["nonfinite"])
 
 
 class Trainer:
@@ -81,7 +112,6 @@ class Trainer:
         check_batch_split(cfg.train.batch_per_lod, world_size)
         dist.check_group(world_size)
         self.cfg, self.tc = cfg, cfg.train
-        self.noise = noise  # 'random' (training); 'fixed' makes runs comparable across world sizes
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.device = torch.device(device)
         self.precision = precision
@@ -93,9 +123,11 @@ class Trainer:
         if world_size > 1:
             dist.broadcast_module(self.model)  # every rank starts from rank 0's weights
         self.ema = make_ema(self.model)
-        # Shared by all ranks: each draws the global batch of z and keeps its slice.
-        self.z_gen = torch.Generator(self.device).manual_seed(self.tc.seed + 1)
-        self.mix_gen = torch.Generator().manual_seed(self.tc.seed + 2)
+        # noise 'random' trains as usual; 'fixed' makes runs comparable across world sizes.
+        options = StepOptions(precision=precision, r1_gamma=self.tc.r1_gamma, r1_interval=self.tc.r1_interval,
+                              adam_betas=tuple(self.tc.adam_betas), adam_eps=self.tc.adam_eps, noise=noise)
+        self.step_unit = ALAEStep(self.model, options, device=self.device, seed=self.tc.seed, rank=rank,
+                                  world_size=world_size, reduce=dist.reduce_gradients if world_size > 1 else None)
         self.stream = stream if stream is not None else make_stream(
             self.tc.dataset, loader=loader, device=self.device, rank=rank, world_size=world_size,
             seed=self.tc.seed, mirror=self.tc.mirror)
@@ -104,27 +136,32 @@ class Trainer:
         self.schedule = Schedule(self.model.max_lod + 1, self.tc.images_per_lod(n),
                                  self.tc.batch_per_lod, self.tc.lr_per_lod)
         self.total_images = self.tc.total_images(n)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
         self.images = 0  # images seen over all ranks
         self.steps = 0
-        self.lod: int | None = None
-        self.opt_ed = self.opt_fg = None
+        self.bad_in_a_row = 0  # consecutive iterations with a skipped update
+        self.skipped_total = 0
+        self.interval = Interval()
         self._init_fixed_inputs()
 
     # ---- schedule ---------------------------------------------------------------------------
     def phase(self) -> Phase:
         return self.schedule.at(self.images)
 
-    def _enter_lod(self, phase: Phase) -> None:
-        """New level: stream resolution, fresh Adam state at the level's learning rate."""
-        self.lod = phase.lod
-        res = self.model.resolution(phase.lod)
+    @property
+    def lod(self) -> int | None:
+        """The level the optimizers belong to (None before the first step)."""
+        return self.step_unit.lod
+
+    def _set_stream_resolution(self, lod: int) -> None:
+        res = self.model.resolution(lod)
         ratio = self.full_res // res
         exact = self.full_res % res == 0 and ratio & (ratio - 1) == 0
         self.stream.set_resolution(res if exact else self.full_res)
-        adam = dict(lr=phase.lr, betas=tuple(self.tc.adam_betas), eps=self.tc.adam_eps)
-        self.opt_ed = torch.optim.Adam(list(self.model.parameters_ed()), **adam)
-        self.opt_fg = torch.optim.Adam(list(self.model.parameters_fg()), **adam)
+
+    def _enter_lod(self, phase: Phase) -> None:
+        """New level: stream resolution, fresh Adam state at the level's learning rate."""
+        self._set_stream_resolution(phase.lod)
+        self.step_unit.begin_lod(phase.lod, phase.lr)
 
     def _real_batch(self, batch: int, phase: Phase) -> torch.Tensor:
         x = self.stream.next_batch(batch).to(self.device, non_blocking=True)
@@ -135,99 +172,26 @@ class Trainer:
             x = blend_real(x, phase.blend, impl=self.cfg.model.impl)
         return x
 
-    # ---- the three steps ----------------------------------------------------------------------
-    def _autocast(self):
-        dtype = PRECISIONS[self.precision]
-        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-
-    def _optimize(self, loss: torch.Tensor, optimizers, extra: torch.Tensor | None = None):
-        """Backward, average gradients (and `extra`) over ranks, step; returns averaged `extra`."""
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.world_size > 1:
-            extra = dist.reduce_gradients([p for opt in optimizers for g in opt.param_groups
-                                           for p in g["params"]], extra)
-        for opt in optimizers:
-            self.scaler.step(opt)
-        self.scaler.update()
-        return extra
-
-    def _z(self, n: int) -> torch.Tensor:
-        """This rank's n rows of a global batch of n * world_size latents."""
-        z = torch.randn(n * self.world_size, self.model.latent_size, device=self.device, generator=self.z_gen)
-        return z[self.rank * n:(self.rank + 1) * n]
-
-    def _styles(self, n: int, lod: int) -> torch.Tensor:
-        """F(z) per layer with style mixing as in ALAEBase.styles, but with the mixing decision
-        and cutoff drawn from the shared generator, so every rank mixes alike."""
-        m = self.model
-        p = m.cfg.style_mixing_prob
-        z = self._z(n)
-        if p <= 0 or m.num_ws < 2 or torch.rand((), generator=self.mix_gen).item() >= p:
-            return m.styles(z, lod, mixing_prob=0.0)
-        active = min(2 * (lod + 1), m.num_ws)
-        cutoff = int(torch.randint(1, active + 1, (), generator=self.mix_gen))
-        w, w2 = m.map(torch.cat([z, self._z(n)])).chunk(2)
-        layer = torch.arange(m.num_ws, device=w.device)[None, :, None]
-        return torch.where(layer < cutoff, w[:, None], w2[:, None])
-
-    def d_step(self, real: torch.Tensor, phase: Phase) -> dict:
-        """E+D: softplus(D(E(fake))) + softplus(-D(E(real))) + gamma/2 * R1 on reals."""
-        m, lod, blend = self.model, phase.lod, phase.blend
-        with torch.no_grad(), self._autocast():
-            fake = m.generate(self._styles(real.shape[0], lod), lod, blend, noise=self.noise)
-        k = max(1, int(self.tc.r1_interval))
-        with_r1 = self.tc.r1_gamma > 0 and self.steps % k == 0
-        real = real.detach().requires_grad_(with_r1)
-        with self._autocast():
-            real_logits = m.discriminate(m.encode(real, lod, blend))
-            fake_logits = m.discriminate(m.encode(fake, lod, blend))
-        loss = losses.d_adversarial(real_logits, fake_logits)
-        stats = {"loss_d": loss.detach()}
-        if with_r1:
-            r1 = losses.r1_penalty(real_logits, real, self.scaler)
-            loss = loss + (self.tc.r1_gamma / 2) * k * r1
-            stats["r1"] = r1.detach()
-        self._optimize(loss, [self.opt_ed])
-        return stats
-
-    def g_step(self, batch: int, phase: Phase) -> dict:
-        """F+G with E, D frozen: softplus(-D(E(G(styles(z))))); also tracks w_avg from the
-        batch mean of w, averaged over ranks with the gradients (same w_avg on every rank)."""
-        m, lod, blend = self.model, phase.lod, phase.blend
-        with frozen(m.encoder, m.mapping_d):
-            with self._autocast():
-                ws = self._styles(batch, lod)
-                logits = m.discriminate(m.encode(m.generate(ws, lod, blend, noise=self.noise), lod, blend))
-            loss = losses.g_adversarial(logits)
-            w_mean = ws[:, 0].detach().float().mean(0)  # layer 0 is always F(z) of the first z
-            w_mean = self._optimize(loss, [self.opt_fg], extra=w_mean)
-        m.update_w_avg(w_mean[None])
-        return {"loss_g": loss.detach()}
-
-    def ae_step(self, batch: int, phase: Phase) -> dict:
-        """E, F, G: || E(G(w)) - w ||^2 with w = F(z), no mixing."""
-        m, lod, blend = self.model, phase.lod, phase.blend
-        with self._autocast():
-            w = m.map(self._z(batch))
-            w_rec = m.encode(m.generate(w, lod, blend, noise=self.noise), lod, blend)
-        loss = losses.latent_ae(w_rec, w)
-        self._optimize(loss, [self.opt_ed, self.opt_fg])
-        return {"loss_ae": loss.detach()}
-
     def step(self) -> dict:
-        """One iteration at the current phase; returns detached per-step losses."""
+        """One iteration at the current phase; returns detached per-step losses and `skipped`.
+        Raises NonFiniteTraining after `max_bad_steps` consecutive iterations with a skipped update."""
         phase = self.phase()
         if phase.lod != self.lod:
             self._enter_lod(phase)
         local = phase.batch // self.world_size  # divisible: checked in __init__
-        stats = self.d_step(self._real_batch(local, phase), phase)
-        stats.update(self.g_step(local, phase))
-        stats.update(self.ae_step(local, phase))
+        stats = self.step_unit(self._real_batch(local, phase), phase.lod, phase.blend)
         update_ema(self.ema, self.model, ema_beta(phase.batch, self.tc.ema_half_life_kimg * 1000))
         self.images += phase.batch
         self.steps += 1
+        self.interval.add(stats)
+        self.skipped_total += stats["skipped"]
+        self.bad_in_a_row = self.bad_in_a_row + 1 if stats["skipped"] else 0
+        if self.bad_in_a_row >= self.tc.max_bad_steps:
+            losses_now = ", ".join(f"{k}={float(v):.4g}" for k, v in stats.items() if k != "skipped")
+            raise NonFiniteTraining(
+                f"{self.bad_in_a_row} consecutive iterations had non-finite losses or gradients (last: {losses_now}) "
+                f"at {self.images / 1000:.2f} kimg; stopped without writing a checkpoint, so the last good one is "
+                f"intact. Lower the learning rate, or train in bf16 rather than fp16 (max_bad_steps sets the limit)")
         return stats
 
     # ---- fixed inputs for grids ------------------------------------------------------------
@@ -256,37 +220,42 @@ class Trainer:
             "blend": self.phase().blend,
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),
-            "opt_ed": self.opt_ed.state_dict() if self.opt_ed else None,
-            "opt_fg": self.opt_fg.state_dict() if self.opt_fg else None,
-            "scaler": self.scaler.state_dict(),
-            "stream": ranks[0]["stream"],
-            "rng": ranks[0]["rng"],
+            "step": self.step_unit.state_dict(),
+            "guard": {"bad_in_a_row": self.bad_in_a_row, "skipped_total": self.skipped_total},
+            "interval": self.interval.state_dict(),
             "ranks": ranks,  # per-rank data position and RNGs (noise differs by rank)
-            "shared_rng": {"z": self.z_gen.get_state(), "mix": self.mix_gen.get_state()},
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def check_compatible(self, state: dict, where) -> None:
+        """A checkpoint must come from the same model config; say which keys differ."""
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"not an alae_fast training checkpoint (format {state.get('format')!r})")
+            raise ValueError(f"{where}: not an alae_fast training checkpoint of this version "
+                             f"(format {state.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
+        ours = self.cfg.to_dict()["model"]
+        theirs = (state.get("config") or {}).get("model") or {}
+        diff = [f"model.{k}={theirs.get(k)!r} there, {ours[k]!r} here" for k in ours
+                if k != "impl" and theirs.get(k) != ours[k]]
+        if diff:
+            raise ValueError(f"{where} was trained with another model config ({'; '.join(diff)}); resume it with "
+                             f"its own config ({(state.get('config') or {}).get('name')!r}) or start a new run")
+
+    def load_state_dict(self, state: dict, where="checkpoint") -> None:
+        self.check_compatible(state, where)
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.images, self.steps = int(state["images"]), int(state["steps"])
-        self.lod = None
-        if state["opt_ed"] is not None:
-            self._enter_lod(self.phase())
-            self.opt_ed.load_state_dict(state["opt_ed"])
-            self.opt_fg.load_state_dict(state["opt_fg"])
-        if state["scaler"] and self.scaler.is_enabled():
-            self.scaler.load_state_dict(state["scaler"])
-        ranks = state.get("ranks") or [{"rng": state["rng"], "stream": state["stream"]}]
+        self.step_unit.load_state_dict(state["step"])
+        if self.lod is not None:
+            self._set_stream_resolution(self.lod)
+        self.bad_in_a_row = int(state["guard"]["bad_in_a_row"])
+        self.skipped_total = int(state["guard"]["skipped_total"])
+        self.interval.load_state_dict(state["interval"])
+        ranks = state["ranks"]
         if len(ranks) == self.world_size:
             self.stream.load_state_dict(ranks[self.rank]["stream"])
             ckpt.set_rng_state(ranks[self.rank]["rng"])
         else:
             self._load_resharded(ranks)
-        if "shared_rng" in state:
-            self.z_gen.set_state(state["shared_rng"]["z"])
-            self.mix_gen.set_state(state["shared_rng"]["mix"])
 
     def _load_resharded(self, ranks: list) -> None:
         """Resume on another world size: same epoch, the same share of it done; fresh RNGs."""
@@ -298,17 +267,22 @@ class Trainer:
         self.stream.load_state_dict({**old, "rank": self.rank, "world_size": self.world_size, "position": position})
         seed_rngs(self.tc.seed + self.rank + 1_000_003 * self.steps)
 
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / "checkpoints"
+
     def save_checkpoint(self, directory=None) -> Path | None:
         """Call on every rank (the state is gathered); only rank 0 writes, and gets the path."""
         state = self.state_dict()
         if not self.is_main:
             return None
-        directory = directory or self.out_dir / "checkpoints"
-        return ckpt.save_checkpoint(state, directory, self.images, self.tc.keep_checkpoints)
+        return ckpt.save_checkpoint(state, directory or self.checkpoint_dir, self.images, self.tc.keep_checkpoints)
 
     def resume(self, where, missing_ok: bool = False) -> Path | None:
         """Load the newest readable checkpoint from a file or directory. Rank 0 picks the file and
-        every rank loads that one. With missing_ok, an empty directory means a fresh start (None)."""
+        every rank loads that one; in the run's own checkpoint directory, files newer than the one
+        loaded (unreadable ones) are moved to superseded/. With missing_ok, an empty directory means
+        a fresh start (None)."""
         choice = None
         if self.is_main:
             try:
@@ -328,12 +302,16 @@ class Trainer:
                 raise FileNotFoundError(f"rank {self.rank} cannot see checkpoint {choice} chosen by rank 0; "
                                         "multi-node runs need --out on a filesystem shared by all nodes")
             state = ckpt.load_checkpoint(choice, map_location=self.device)
-        self.load_state_dict(state)
+        self.load_state_dict(state, where=choice)
+        if self.is_main and self.out_dir is not None and Path(choice).parent.resolve() == self.checkpoint_dir.resolve():
+            for moved in ckpt.set_aside_newer(self.checkpoint_dir, self.images):
+                warnings.warn(f"moved {moved.name}, newer than the resumed checkpoint, to "
+                              f"{self.checkpoint_dir / ckpt.SUPERSEDED}", stacklevel=2)
         return Path(choice)
 
-    def agree(self, flag: bool) -> bool:
-        """Rank 0's flag on every rank (e.g. a time limit), so no rank is left in a collective."""
-        return bool(dist.broadcast_object(bool(flag))) if self.world_size > 1 else bool(flag)
+    def agree_any(self, flag: bool) -> bool:
+        """True on every rank when `flag` is true on any rank (a collective under torchrun)."""
+        return dist.any_rank(flag, self.device) if self.world_size > 1 else bool(flag)
 
     @property
     def done(self) -> bool:
