@@ -6,6 +6,7 @@ import math
 import os
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -20,8 +21,11 @@ from _train_utils import one_thread  # noqa: F401
 
 HERE = Path(__file__).resolve().parent
 IN_REPO = HERE / "configs" / "official"
-# The six files of the original implementation are not in the repository; tests read them from here.
-OFFICIAL = Path(os.environ.get("ALAE_FAST_OFFICIAL_CONFIGS", HERE.parents[1] / "shared" / "official-configs"))
+# The six files of the original implementation are not in the repository: the first of these
+# folders that exists holds them; without one their tests skip.
+FOLDERS = [os.environ.get("ALAE_FAST_OFFICIAL_CONFIGS", ""), HERE.parents[1] / "shared" / "official-configs",
+           "/work/shared/official-configs"]
+OFFICIAL = next((Path(f) for f in FOLDERS if f and Path(f).is_dir()), Path(FOLDERS[-1]))
 
 
 def style(layer_count, startf, maxf, latent_size, mapping_layers, channels=3, w_avg_beta=0.995):
@@ -29,37 +33,51 @@ def style(layer_count, startf, maxf, latent_size, mapping_layers, channels=3, w_
                 mapping_layers=mapping_layers, channels=channels, w_avg_beta=w_avg_beta)
 
 
+class Expected(NamedTuple):
+    name: str
+    model: dict  # ModelConfig fields
+    kimg_per_lod: float
+    total_kimg: float
+    batch_1gpu: list
+    batch_8gpu: list
+    lr: list
+    mirror: bool
+    dataset: str
+    output_dir: str
+    report_kimg: float  # log_kimg and grid_kimg
+    snapshot_kimg: float
+    adam_betas: tuple = (0.0, 0.99)
+
+
 FFHQ_LR = [0.0015] * 6 + [0.002, 0.003, 0.003]
-# name: (model fields, kimg per lod, total kimg, 1-GPU batches, 8-GPU batches, lr per lod, mirror, dataset,
-#        output_dir, log/grid kimg, snapshot kimg)
-EXPECTED = {
-    "ffhq": (style(9, 16, 512, 512, 8), 960, 18000, [512, 256, 128, 64, 32, 16, 16, 16, 16],
+EXPECTED = {e.name: e for e in [
+    Expected("ffhq", style(9, 16, 512, 512, 8), 960, 18000, [512, 256, 128, 64, 32, 16, 16, 16, 16],
              [512, 256, 128, 64, 32, 32, 32, 32, 32], FFHQ_LR, True,
              "/data/datasets/ffhq-dataset_new/tfrecords/ffhq/splitted", "training_artifacts/ffhq", 5, 300),
-    "celeba-hq256": (style(7, 64, 512, 512, 8), 30 * 28.992, 280 * 28.992, [128, 128, 128, 64, 32, 16, 16],
-                     [512, 256, 128, 64, 32, 32, 32], [0.0015] * 7, True, "/data/datasets/celeba-hq/tfrecords",
-                     "training_artifacts/celeba-hq256", 10, 300),
-    "celeba": (style(6, 64, 256, 256, 8), 6 * 182.624, 80 * 182.624, [128, 128, 128, 64, 32, 16],
-               [512, 256, 128, 64, 32, 32], [0.0015] * 6, True, "/data/datasets/celeba/tfrecords",
-               "training_artifacts/celeba", 10, 300),
-    "bedroom": (style(7, 32, 512, 512, 8), 2 * 758.26, 112 * 758.26, [512, 256, 128, 64, 32, 16, 16],
-                [512, 256, 128, 64, 32, 32, 32], [0.0015] * 6 + [0.002], True,
-                "/data/datasets/lsun-bedroom-full/splitted", "training_artifacts/bedroom", 10, 300),
-    "mnist": (style(4, 64, 256, 32, 4, channels=1), 600, 3600, [128, 128, 128, 64], [128, 128, 128, 64],
-              [0.0015] * 4, False, "/data/datasets/mnist32/tfrecords", "mnist_results", 30, 300),
-    "mnist_fc": (dict(kind="mlp", latent_size=50, mapping_layers=6, channels=1, image_size=28, hidden=1024), 36000,
-                 36000, [128], [1024], [0.002], False, "/data/datasets/mnist_fc/tfrecords", "mnist_results_fc2z_2",
-                 300, 300),
-    # In-repo files with the same keys (tests/configs/official/).
-    "style_rgb": (style(3, 8, 16, 16, 3, w_avg_beta=0.99), 4, 20, [8, 4, 4], [64, 32, 16], [0.001, 0.0015, 0.002],
-                  True, "/datasets/faces/split", "training_artifacts/style-rgb", 60, 300),
-    "style_gray": (style(2, 8, 16, 8, 2, channels=1), 1.2, 3.6, [4, 4], [16, 8], [0.0015, 0.002], False,
-                   "/datasets/digits/tfrecords", "gray_results", 80, 300),
-    "mlp": (dict(kind="mlp", latent_size=12, mapping_layers=3, channels=1, w_avg_beta=0.9), 15, 15, [8], [256],
-            [0.001], False, "/datasets/digits_fc/tfrecords", "mlp_results", 20, 40),
-    "defaults": (style(6, 64, 512, 256, 5), 1050, 7700, [128, 128, 128, 64, 32, 16], [512, 256, 128, 64, 32, 32],
-                 [0.002] * 6, True, "celeba/data_fold_%d_lod_%d.pkl", "results", 10, 300),
-}
+    Expected("celeba-hq256", style(7, 64, 512, 512, 8), 30 * 28.992, 280 * 28.992, [128, 128, 128, 64, 32, 16, 16],
+             [512, 256, 128, 64, 32, 32, 32], [0.0015] * 7, True, "/data/datasets/celeba-hq/tfrecords",
+             "training_artifacts/celeba-hq256", 10, 300),
+    Expected("celeba", style(6, 64, 256, 256, 8), 6 * 182.624, 80 * 182.624, [128, 128, 128, 64, 32, 16],
+             [512, 256, 128, 64, 32, 32], [0.0015] * 6, True, "/data/datasets/celeba/tfrecords",
+             "training_artifacts/celeba", 10, 300),
+    Expected("bedroom", style(7, 32, 512, 512, 8), 2 * 758.26, 112 * 758.26, [512, 256, 128, 64, 32, 16, 16],
+             [512, 256, 128, 64, 32, 32, 32], [0.0015] * 6 + [0.002], True,
+             "/data/datasets/lsun-bedroom-full/splitted", "training_artifacts/bedroom", 10, 300),
+    Expected("mnist", style(4, 64, 256, 32, 4, channels=1), 600, 3600, [128, 128, 128, 64], [128, 128, 128, 64],
+             [0.0015] * 4, False, "/data/datasets/mnist32/tfrecords", "mnist_results", 30, 300),
+    Expected("mnist_fc", dict(kind="mlp", latent_size=50, mapping_layers=6, channels=1, image_size=28, hidden=1024),
+             36000, 36000, [128], [1024], [0.002], False, "/data/datasets/mnist_fc/tfrecords", "mnist_results_fc2z_2",
+             300, 300),
+    # The in-repo files with the same keys (tests/configs/official/); named by NAME or the file.
+    Expected("style-rgb", style(3, 8, 16, 16, 3, w_avg_beta=0.99), 4, 20, [8, 4, 4], [64, 32, 16],
+             [0.001, 0.0015, 0.002], True, "/datasets/faces/split", "training_artifacts/style-rgb", 60, 300),
+    Expected("style_gray", style(2, 8, 16, 8, 2, channels=1), 1.2, 3.6, [4, 4], [16, 8], [0.0015, 0.002], False,
+             "/datasets/digits/tfrecords", "gray_results", 80, 300),
+    Expected("mlp", dict(kind="mlp", latent_size=12, mapping_layers=3, channels=1, w_avg_beta=0.9), 15, 15, [8],
+             [256], [0.001], False, "/datasets/digits_fc/tfrecords", "mlp_results", 20, 40, (0.0, 0.9)),
+    Expected("defaults", style(6, 64, 512, 256, 5), 1050, 7700, [128, 128, 128, 64, 32, 16],
+             [512, 256, 128, 64, 32, 32], [0.002] * 6, True, "celeba/data_fold_%d_lod_%d.pkl", "results", 10, 300),
+]}
 OFFICIAL_NAMES = ["ffhq", "celeba-hq256", "celeba", "bedroom", "mnist", "mnist_fc"]
 IN_REPO_NAMES = ["style_rgb", "style_gray", "mlp", "defaults"]
 
@@ -89,18 +107,17 @@ def write(tmp_path, data: dict, name="official.yaml") -> Path:
 
 @pytest.mark.parametrize("path", ALL_FILES)
 def test_official_layout_maps_to_the_official_numbers(path):
-    model, kimg_per_lod, total_kimg, batch1, batch8, lr, mirror, dataset, out, report, snapshot = EXPECTED[path.stem]
     cfg, messages = load(path, world_size=1)
+    want = EXPECTED[cfg.name]
     assert len(messages) <= 1
-    assert {k: getattr(cfg.model, k) for k in model} == model
+    assert {k: getattr(cfg.model, k) for k in want.model} == want.model
     tc = cfg.train
-    assert (tc.kimg_per_lod, tc.total_kimg) == (pytest.approx(kimg_per_lod), pytest.approx(total_kimg))
-    assert (tc.batch_per_lod, tc.lr_per_lod, tc.mirror, tc.dataset) == (batch1, lr, mirror, dataset)
-    assert (tc.log_kimg, tc.grid_kimg, tc.snapshot_kimg) == (report, report, snapshot)
-    assert cfg.output_dir == out and cfg.name == {"defaults": "defaults", "style_rgb": "style-rgb"}.get(
-        path.stem, path.stem)
-    assert tuple(tc.adam_betas) == ((0.0, 0.9) if path.stem == "mlp" else (0.0, 0.99))
-    assert load(path, world_size=8)[0].train.batch_per_lod == batch8
+    assert (tc.kimg_per_lod, tc.total_kimg) == (pytest.approx(want.kimg_per_lod), pytest.approx(want.total_kimg))
+    assert (tc.batch_per_lod, tc.lr_per_lod, tc.mirror, tc.dataset) == (want.batch_1gpu, want.lr, want.mirror,
+                                                                        want.dataset)
+    assert (tc.log_kimg, tc.grid_kimg, tc.snapshot_kimg) == (want.report_kimg, want.report_kimg, want.snapshot_kimg)
+    assert (cfg.output_dir, tuple(tc.adam_betas)) == (want.output_dir, want.adam_betas)
+    assert load(path, world_size=8)[0].train.batch_per_lod == want.batch_8gpu
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
 
 
