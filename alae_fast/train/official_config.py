@@ -21,10 +21,11 @@ How the keys map:
 - DATASET.FLIP_IMAGES is `mirror`. MAX_RESOLUTION_LEVEL only has to reach the last level.
 - REPORT_FREQ and SNAPSHOT_FREQ are per level; alae_fast has one period each: logs and grids
   as often as the original's most frequent level, checkpoints as rarely as its least frequent
-  (a checkpoint of the 1024x1024 model is about 0.9 GB).
-- Keys only the original's data-preparation, figure and metric scripts read (PATH_TEST,
-  PART_COUNT_TEST, SIZE_TEST, FFHQ_SOURCE, SAMPLES_PATH, STYLE_MIX_PATH,
-  PPL_CELEBA_ADJUSTMENT) are accepted and not used.
+  (ffhq's model has 54M parameters, stored four times: weights, EMA, two Adam moments).
+- Keys only the original's data-preparation, figure and metric scripts read (PART_COUNT_TEST,
+  SIZE_TEST, FFHQ_SOURCE, STYLE_MIX_PATH, PPL_CELEBA_ADJUSTMENT) are accepted and not used;
+  PATH_TEST only to check that its records are not among the training ones. SAMPLES_PATH
+  (the original's progress images) is not used: alae_fast's grids show training images.
 Settings alae_fast cannot reproduce are named together in one OfficialConfigWarning.
 """
 
