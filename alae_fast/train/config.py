@@ -1,9 +1,11 @@
 """Run configs: YAML with a `model` section (alae_fast.models.ModelConfig) and a `train`
-section (TrainConfig). Built-in configs live in alae_fast/configs/<name>.yaml."""
+section (TrainConfig), or one of the original implementation's yacs configs (official_config).
+Built-in configs live in alae_fast/configs/<name>.yaml."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from alae_fast.models import ModelConfig
+from alae_fast.train.official_config import from_official, official_layout
 
 
 @dataclass
@@ -53,19 +56,20 @@ class RunConfig:
     model: ModelConfig
     train: TrainConfig
     name: str = "custom"
+    output_dir: str | None = None  # where a run writes when no output directory is given
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "model": dataclasses.asdict(self.model),
+        return {"name": self.name, "output_dir": self.output_dir, "model": dataclasses.asdict(self.model),
                 "train": _plain(dataclasses.asdict(self.train))}
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "config") -> "RunConfig":
-        extra = set(data) - {"name", "model", "train"}
+        extra = set(data) - {"name", "output_dir", "model", "train"}
         if extra:
             raise ValueError(f"{where}: unknown top-level keys {sorted(extra)}")
         model = _build(ModelConfig, data.get("model") or {}, f"{where}: model")
         train = _build(TrainConfig, data.get("train") or {}, f"{where}: train")
-        return cls(model=model, train=train, name=data.get("name", "custom"))
+        return cls(model=model, train=train, name=data.get("name", "custom"), output_dir=data.get("output_dir"))
 
 
 def _plain(obj):
@@ -93,8 +97,13 @@ def available_configs() -> list[str]:
     return sorted(f.name[:-5] for f in files if f.name.endswith(".yaml"))
 
 
-def load_config(name_or_path: str) -> RunConfig:
-    """A built-in config by name (e.g. 'mnist', 'ffhq') or a YAML file path."""
+def load_config(name_or_path: str, *, world_size: int | None = None, dataset: str | None = None) -> RunConfig:
+    """A built-in config by name (e.g. 'mnist', 'ffhq') or a YAML file path, in alae_fast's layout
+    or the original implementation's (e.g. its configs/ffhq.yaml).
+
+    world_size: the number of training processes; it picks an official file's
+    TRAIN.LOD_2_BATCH_<n>GPU list (default: $WORLD_SIZE as torchrun sets it, else 1).
+    dataset: a dataset source that replaces the config's (the CLI's --data)."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
@@ -109,5 +118,11 @@ def load_config(name_or_path: str) -> RunConfig:
     data = yaml.safe_load(text) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a mapping at the top level")
+    if official_layout(data, where):
+        processes = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
+        data = from_official(data, where, name=default_name, world_size=processes, dataset=dataset)
     data.setdefault("name", default_name)
-    return RunConfig.from_dict(data, where)
+    cfg = RunConfig.from_dict(data, where)
+    if dataset is not None:
+        cfg.train.dataset = dataset
+    return cfg
