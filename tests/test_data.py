@@ -81,7 +81,7 @@ def _ids(batch):
     return ((batch.mean((1, 2, 3)) + 1) * 127.5 / 10).round().long().tolist()
 
 
-# --- TensorStream ---------------------------------------------------
+# --- TensorStream ------------------------------------------------------------------
 
 def test_tensor_stream_values_and_box_filter(digits):
     images = digits[0][:64]
@@ -169,7 +169,7 @@ def test_report_without_report_dir_says_where_it_went(folder, caplog):
     assert folder not in s.source.report_path.parents  # never inside the source tree
 
 
-# --- unusual files: 16-bit, float, GIF, symlinks --------------------------------------
+# --- unusual files: 16-bit, float, GIF, symlinks ------------------------------------
 
 def _png16(pixels: np.ndarray) -> bytes:
     """A 16-bit PNG of uint16 [H, W] or [H, W, 3], written by hand (Pillow writes no 16-bit RGB)."""
@@ -254,8 +254,9 @@ def test_high_depth_grey_is_rounded_like_dali():
 
 
 def test_dali_decodes_files_it_rejects_with_pillow(tmp_path, monkeypatch, caplog):
-    """A file in a DALI format that DALI's decoder still rejects (here: GIFs, claimed native)
-    is found, decoded with Pillow from then on, and the batches are those of the torch loader."""
+    """Files in a DALI format that DALI's decoder still rejects (here: GIFs, claimed native)
+    are found one by one, decoded with Pillow from then on, and the batches are those of the
+    torch loader."""
     _need("dali-cpu")
     from alae_fast.data import dali
 
@@ -269,7 +270,10 @@ def test_dali_decodes_files_it_rejects_with_pillow(tmp_path, monkeypatch, caplog
         got = make_stream(root, loader="dali-cpu", **kw)
         for _ in range(4):
             torch.testing.assert_close(got.next_batch(4), want.next_batch(4), rtol=0, atol=0)
-    assert any("DALI could not decode" in r.message for r in caplog.records)
+    gifs = {i for i, p in enumerate(got.source.paths) if p.suffix == ".gif"}
+    assert got._via_pillow == gifs
+    assert sorted(r.message for r in caplog.records if "DALI cannot decode" in r.message) == [
+        f"DALI cannot decode {root / f'{i}.gif'}; decoding it with Pillow" for i in range(6, 9)]
     assert not got.source.bad and not (tmp_path / "run").exists()  # nothing was skipped
 
 

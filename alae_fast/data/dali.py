@@ -13,13 +13,14 @@ prepared levels. fn.resize straight to 4x4..R/2 would apply a wider triangle fil
 A lod change only changes that torch step, so the pipeline is rebuilt only for prepared
 records (a different stored level) or a new batch size.
 
-Files DALI cannot decode (GIF, TGA, ICO, ... anything outside DALI_FORMATS) are decoded by
-Pillow and fed as a lossless PNG of that decode, so they give what the torch loader gives.
-A decode failure inside DALI names no file: the files of the batches in flight are then
-checked with Pillow; those it cannot decode either are reported and skipped, and if there
-are none, all of them go through Pillow from then on. Either way the pipeline restarts at
-the delivered position, so the batches are the same as if the bad files had been skipped
-from the start.
+Files in formats DALI does not decode (GIF, TGA, ICO, ...: anything outside DALI_FORMATS)
+are decoded by Pillow and fed as a lossless PNG of that decode, so they give what the torch
+loader gives. A failure inside DALI names no file: the files of the batches in flight are
+then decoded one at a time to find those DALI rejects; each is reported and skipped if
+Pillow cannot decode it either, else fed through Pillow from then on, and the pipeline
+restarts at the delivered position. Both outcomes depend only on the files, so a resumed
+run sees the same batches. A failure that the one-at-a-time CPU run does not reproduce
+(not a file's fault) is raised.
 """
 
 from __future__ import annotations
@@ -124,27 +125,39 @@ class DaliStream(SourceStream):
         return self._finish(images)
 
     def _recover(self, error: Exception) -> None:
-        """DALI failed on a batch in flight: report and skip the files Pillow cannot decode
-        either; if there are none, decode all in-flight files with Pillow from now on."""
-        if not self.source.encoded:
-            raise error
+        """DALI failed on a batch in flight, naming no file: find the files it rejects, skip
+        and report those Pillow cannot decode either, feed the others through Pillow."""
         pending = [index for _, indices in self._fed for index in indices]
-        failed = []
-        for index in pending:
+        rejected = self._rejected(pending) if self.source.encoded else []
+        if not rejected:
+            raise error
+        for index in rejected:
             try:
                 self.source.decode(index)
             except Exception as exc:  # noqa: BLE001 - reported, then skipped
                 self.source.report_bad(index, failure(exc))
-                failed.append(index)
-        if not failed:
-            fresh = sorted(set(pending) - self._via_pillow)
-            if not fresh:
-                raise error
-            self._via_pillow.update(fresh)
-            names = ", ".join(str(self.source.paths[i]) for i in fresh[:3])
-            log.warning("DALI could not decode one of %d file(s) Pillow reads (%s%s); decoding "
-                        "them with Pillow", len(fresh), names, ", ..." if len(fresh) > 3 else "")
+            else:
+                self._via_pillow.add(index)
+                log.warning("DALI cannot decode %s; decoding it with Pillow", self.source.paths[index])
         self._restart()
+
+    def _rejected(self, indices: list[int]) -> list[int]:
+        """The files among `indices` that this stream's pipeline, run on the CPU one file at
+        a time and synchronously, fails on (a failure leaves a pipeline unusable)."""
+        queue, rejected = deque(indices), []
+        while queue:
+            pipe = _pipeline(feed=lambda: ([self._bytes(queue[0])], [np.zeros((), np.int32)]),
+                             encoded=True, gpu=False, channels=self.channels, res=self.level,
+                             batch_size=1, num_threads=1, device_id=None, prefetch_queue_depth=1,
+                             exec_async=False, exec_pipelined=False)
+            try:
+                pipe.build()
+                while queue:
+                    pipe.run()
+                    queue.popleft()
+            except RuntimeError:
+                rejected.append(queue.popleft())
+        return rejected
 
     def _restart(self) -> None:
         self.close()  # the next next_batch builds a pipeline at the delivered cursor
