@@ -150,8 +150,8 @@ class DaliStream(SourceStream):
                              encoded=True, gpu=False, channels=self.channels, res=self.level,
                              batch_size=1, num_threads=1, device_id=None, prefetch_queue_depth=1,
                              exec_async=False, exec_pipelined=False)
+            pipe.build()  # outside the try: a failure here is no file's fault
             try:
-                pipe.build()
                 while queue:
                     pipe.run()
                     queue.popleft()
