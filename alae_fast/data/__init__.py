@@ -3,8 +3,9 @@
 Imports only torch/numpy/PIL/DALI and alae_fast.ops. DALI is optional and imported lazily.
 """
 
-from .builtin import load_builtin
+from .builtin import BUILTINS, load_builtin, load_mnist
 from .factory import LOADERS, make_stream
 from .stream import ImageStream, TensorStream
 
-__all__ = ["ImageStream", "TensorStream", "make_stream", "load_builtin", "LOADERS"]
+__all__ = ["ImageStream", "TensorStream", "make_stream", "load_builtin", "load_mnist", "BUILTINS",
+           "LOADERS"]

@@ -12,18 +12,44 @@ Every lower resolution is then made by exact 2x2 box halvings on the output devi
 prepared levels. fn.resize straight to 4x4..R/2 would apply a wider triangle filter instead.
 A lod change only changes that torch step, so the pipeline is rebuilt only for prepared
 records (a different stored level) or a new batch size.
+
+Files in formats DALI does not decode (GIF, TGA, ICO, ...: anything outside DALI_FORMATS)
+are decoded by Pillow and fed as a lossless PNG of that decode, so they give what the torch
+loader gives. A failure inside DALI names no file: the files of the batches in flight are
+then decoded one at a time to find those DALI rejects; each is reported and skipped if
+Pillow cannot decode it either, else fed through Pillow from then on, and the pipeline
+restarts at the delivered position. Both outcomes depend only on the files, so a resumed
+run sees the same batches. A failure that the one-at-a-time CPU run does not reproduce
+(not a file's fault) is raised.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 from collections import deque
 
 import numpy as np
 import torch
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.plugin.pytorch import DALIGenericIterator
+from PIL import Image
 
 from .filestream import SourceStream
+from .sources import failure
+
+# Pillow format names of the files fed to DALI's decoder as they are; it takes the first
+# frame of animated PNG/WebP/TIFF.
+DALI_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP", "PPM", "JPEG2000"}
+log = logging.getLogger("alae_fast.data")
+
+
+def _png(image: np.ndarray) -> np.ndarray:
+    """uint8 CHW -> the bytes of a PNG (fast, lossless)."""
+    buf = io.BytesIO()
+    Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)).save(
+        buf, "PNG", compress_level=1)
+    return np.frombuffer(buf.getbuffer(), np.uint8)
 
 
 @pipeline_def
@@ -48,7 +74,8 @@ class DaliStream(SourceStream):
         self.gpu, self.num_threads = gpu, max(1, num_threads)  # DALI needs >= 1 thread
         self._iterator = None
         self._batch_size = 0
-        self._bad: set[int] = set()  # indices whose decode failed in DALI
+        self._via_pillow = ({i for i, fmt in enumerate(source.formats) if fmt not in DALI_FORMATS}
+                            if source.encoded else set())
         super().__init__(source, **kwargs)
         if gpu and self.device.type != "cuda":
             raise ValueError(f"DaliStream: loader='dali' needs a cuda device, got {self.device}; "
@@ -59,10 +86,13 @@ class DaliStream(SourceStream):
         data, flips, indices = [], [], []
         for epoch, pos, index, flip in self._reader:
             cursor = (epoch, pos + 1)
-            if index in self._bad:
+            if index in self.source.failed:
                 continue
-            data.append(self.source.read(index) if self.source.encoded
-                        else self.source.read(index, self.level))
+            try:
+                data.append(self._bytes(index))
+            except Exception as exc:  # noqa: BLE001 - reported, then skipped
+                self.source.report_bad(index, failure(exc))
+                continue
             flips.append(np.array(flip and self.mirror, np.int32))
             indices.append(index)
             if len(data) == self._batch_size:
@@ -70,37 +100,64 @@ class DaliStream(SourceStream):
         self._fed.append((cursor, indices))
         return data, flips
 
+    def _bytes(self, index: int) -> np.ndarray:
+        if not self.source.encoded:
+            return self.source.read(index, self.level)
+        if index in self._via_pillow:
+            return _png(self.source.decode(index))
+        return self.source.read(index)
+
     def next_batch(self, batch_size: int) -> torch.Tensor:
         if batch_size < 1:
             raise ValueError(f"DaliStream.next_batch: batch_size {batch_size} < 1")
         if batch_size != self._batch_size:
             self._batch_size = batch_size
             self._restart()
-        try:
-            if self._iterator is None:
-                self._build()  # DALI runs the first batches right away
-            images = next(self._iterator)[0]["images"]
-        except RuntimeError as exc:
-            self._drop_bad(exc)
-            return self.next_batch(batch_size)
+        while True:
+            try:
+                if self._iterator is None:
+                    self._build()  # DALI runs the first batches right away
+                images = next(self._iterator)[0]["images"]
+                break
+            except RuntimeError as exc:
+                self._recover(exc)
         (self.epoch, self.position), _ = self._fed.popleft()
         return self._finish(images)
 
-    def _drop_bad(self, error: Exception) -> None:
-        """A decode failed inside DALI: find the bad files of the in-flight batches with
-        Pillow, skip them from now on, and restart at the delivered cursor."""
-        found = 0
-        for _, indices in self._fed:
-            for index in indices:
-                try:
-                    self.source.decode(index)
-                except Exception as exc:  # noqa: BLE001 - reported, then skipped
-                    self._bad.add(index)
-                    self.source.report_bad(index, f"{type(exc).__name__}: {exc}")
-                    found += 1
-        if not found:
+    def _recover(self, error: Exception) -> None:
+        """DALI failed on a batch in flight, naming no file: find the files it rejects, skip
+        and report those Pillow cannot decode either, feed the others through Pillow."""
+        pending = [index for _, indices in self._fed for index in indices]
+        rejected = self._rejected(pending) if self.source.encoded else []
+        if not rejected:
             raise error
+        for index in rejected:
+            try:
+                self.source.decode(index)
+            except Exception as exc:  # noqa: BLE001 - reported, then skipped
+                self.source.report_bad(index, failure(exc))
+            else:
+                self._via_pillow.add(index)
+                log.warning("DALI cannot decode %s; decoding it with Pillow", self.source.paths[index])
         self._restart()
+
+    def _rejected(self, indices: list[int]) -> list[int]:
+        """The files among `indices` that this stream's pipeline, run on the CPU one file at
+        a time and synchronously, fails on (a failure leaves a pipeline unusable)."""
+        queue, rejected = deque(indices), []
+        while queue:
+            pipe = _pipeline(feed=lambda: ([self._bytes(queue[0])], [np.zeros((), np.int32)]),
+                             encoded=True, gpu=False, channels=self.channels, res=self.level,
+                             batch_size=1, num_threads=1, device_id=None, prefetch_queue_depth=1,
+                             exec_async=False, exec_pipelined=False)
+            pipe.build()  # outside the try: a failure here is no file's fault
+            try:
+                while queue:
+                    pipe.run()
+                    queue.popleft()
+            except RuntimeError:
+                rejected.append(queue.popleft())
+        return rejected
 
     def _restart(self) -> None:
         self.close()  # the next next_batch builds a pipeline at the delivered cursor

@@ -34,9 +34,13 @@ def _auto_loader(device: torch.device) -> str:
 
 
 def make_stream(source, *, loader="auto", device="cpu", rank=0, world_size=1, seed=0,
-                mirror=False, num_workers=2) -> ImageStream:
-    """An ImageStream over `source`: a uint8 [N,C,H,W] tensor, 'builtin:<name>', an image
-    folder (nested JPEG/PNG), or a prepared/official ALAE TFRecord directory."""
+                mirror=False, num_workers=2, report_dir=None) -> ImageStream:
+    """An ImageStream over `source`: a uint8 [N,C,H,W] tensor, 'builtin:<name>' (see
+    builtin.py), an image folder (nested; any format Pillow reads), or a prepared/official
+    ALAE TFRecord directory.
+
+    Files of a folder that cannot be read or decoded are skipped, never fatal, and listed
+    in report_dir/bad_files.txt (default: a file in the temp dir; the warning names it)."""
     if loader not in LOADERS:
         raise ValueError(f"make_stream: loader={loader!r}; choose one of {', '.join(LOADERS)}")
     device = torch.device(device)
@@ -55,7 +59,7 @@ def make_stream(source, *, loader="auto", device="cpu", rank=0, world_size=1, se
                          f"got the path {path}")
     from .sources import open_source
 
-    files = open_source(path)
+    files = open_source(path, report_dir)
     if loader == "auto":
         loader = _auto_loader(device)
     if loader == "torch":

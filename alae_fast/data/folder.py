@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .filestream import SourceStream
+from .sources import failure
 
 CHUNK = 16  # samples per worker task
 
@@ -31,7 +32,7 @@ class _Reads(Dataset):
                 return item, self.source.decode(index)
             return item, self.source.read(index, self.level)
         except Exception as exc:  # noqa: BLE001 - never crash mid-epoch on one bad file
-            return item, f"{type(exc).__name__}: {exc}"
+            return item, failure(exc)
 
 
 def _keep(batch):

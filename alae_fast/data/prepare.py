@@ -22,10 +22,9 @@ import numpy as np
 from tqdm import tqdm
 
 from . import records
-from .sources import RECORD_NAME, FileSource, write_report
+from .sources import RECORD_NAME, REPORT_NAME, FileSource, failure, write_report
 
 MANIFEST = "prepare.json"
-REPORT = "bad_files.txt"
 
 
 def _parse(argv):
@@ -75,7 +74,7 @@ def _write_shard(source, indices, levels, out: Path, name: str, key: str, bar) -
             try:
                 image = source.decode(i)
             except Exception as exc:  # noqa: BLE001 - reported in bad_files.txt
-                bad.append([str(source.paths[i]), f"undecodable ({type(exc).__name__})"])
+                bad.append([str(source.paths[i]), failure(exc)])
                 continue
             for res, level in _pyramid(image, levels):
                 files[res].write(records.frame(records.encode_example(level)))
@@ -90,7 +89,7 @@ def _write_shard(source, indices, levels, out: Path, name: str, key: str, bar) -
 
 def _clear(out: Path) -> None:
     for p in out.iterdir():
-        if RECORD_NAME.match(p.name) or p.name.endswith(".idx") or p.name in (MANIFEST, REPORT):
+        if RECORD_NAME.match(p.name) or p.name.endswith(".idx") or p.name in (MANIFEST, REPORT_NAME):
             p.unlink()
 
 
@@ -123,7 +122,7 @@ def prepare(args) -> Path:
     if out == src or src in out.parents:
         raise ValueError(f"prepare: OUT {out} lies inside SRC {src}; SRC is never written to")
     state = _open_manifest(args, levels, out)
-    source = FileSource(src, resolution=args.resolution, report_path=out / REPORT)
+    source = FileSource(src, resolution=args.resolution, report_dir=out)
     shard_size = args.shard_size or max(1, 2**28 // (source.channels * args.resolution**2))
     starts = range(0, source.num_images, shard_size)
     bar = tqdm(total=source.num_images, unit="img", desc="prepare")
@@ -139,9 +138,9 @@ def prepare(args) -> Path:
     bar.close()
     bad = [(p, reason) for p, reason in source.bad]
     bad += [tuple(b) for s in state["shards"].values() for b in s["bad"]]
-    (out / REPORT).unlink(missing_ok=True)
+    (out / REPORT_NAME).unlink(missing_ok=True)
     if bad:
-        write_report(bad, out / REPORT, f"prepare {src}")
+        write_report(bad, out / REPORT_NAME, f"prepare {src}")
     if not sum(s["images"] for s in state["shards"].values()):
         raise ValueError(f"prepare: no usable image in {src}")
     state["complete"] = True
