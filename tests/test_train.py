@@ -213,3 +213,13 @@ def test_train_loop_writes_outputs(tmp_path):
         assert (tmp_path / name).is_file(), name
     assert len(list((tmp_path / "grids").glob("samples-*.png"))) == 2
     assert len(list((tmp_path / "checkpoints").glob("ckpt-*.pt"))) == 2  # mid-run + final
+
+
+def test_data_is_checked_against_the_config_before_the_first_step():
+    rgb = tiny_images().expand(-1, 3, -1, -1).contiguous()
+    with pytest.raises(ValueError, match=r"has 3 channel\(s\) but config 'tiny-style' has model.channels = 1"):
+        Trainer(tiny_config(), stream=TensorStream(rgb))
+    small = tiny_images(side=4)  # the tiny config trains up to 8x8
+    with pytest.raises(ValueError, match=r"is 4x4 but config 'tiny-style' trains up to 8x8 \(lod 1\).*--kimg"):
+        Trainer(tiny_config(), stream=TensorStream(small))
+    Trainer(tiny_config(total_kimg=0.008), stream=TensorStream(small))  # a run that stays at 4x4 is fine

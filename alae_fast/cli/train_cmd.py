@@ -124,10 +124,10 @@ def check_dataset(source: str, config_name: str) -> None:
 
 def _train(args, env) -> int:
     main = env.rank == 0
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, world_size=env.world_size, dataset=args.data)
     tc = cfg.train
-    if args.data:
-        tc.dataset = args.data
+    if args.out is None and cfg.output_dir:  # an official config's OUTPUT_DIR
+        args.out = cfg.output_dir
     if args.kimg is not None:
         tc.total_kimg = args.kimg
     if args.kimg_per_lod is not None:

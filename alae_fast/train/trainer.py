@@ -130,18 +130,32 @@ class Trainer:
                                   world_size=world_size, reduce=dist.reduce_gradients if world_size > 1 else None)
         self.stream = stream if stream is not None else make_stream(
             self.tc.dataset, loader=loader, device=self.device, rank=rank, world_size=world_size,
-            seed=self.tc.seed, mirror=self.tc.mirror)
+            seed=self.tc.seed, mirror=self.tc.mirror, report_dir=self.out_dir)
         self.full_res = int(self.stream.resolution)
         n = self.stream.num_images
         self.schedule = Schedule(self.model.max_lod + 1, self.tc.images_per_lod(n),
                                  self.tc.batch_per_lod, self.tc.lr_per_lod)
         self.total_images = self.tc.total_images(n)
+        self._check_data()
         self.images = 0  # images seen over all ranks
         self.steps = 0
         self.bad_in_a_row = 0  # consecutive iterations with a skipped update
         self.skipped_total = 0
         self.interval = Interval()
         self._init_fixed_inputs()
+
+    def _check_data(self) -> None:
+        """The data must have the model's channels and reach the resolution of the last level this run trains."""
+        name, source = self.cfg.name, self.tc.dataset
+        if self.stream.channels != self.model.channels:
+            raise ValueError(f"dataset {source} has {self.stream.channels} channel(s) but config {name!r} has "
+                             f"model.channels = {self.model.channels}; use a matching config or --data")
+        top = self.schedule.lod(self.total_images - 1)
+        needed = self.model.resolution(top)
+        if self.full_res < needed:
+            raise ValueError(f"dataset {source} is {self.full_res}x{self.full_res} but config {name!r} trains up to "
+                             f"{needed}x{needed} (lod {top}); use --data at that resolution (alae-fast prepare "
+                             "writes every level) or a shorter run (--kimg)")
 
     # ---- schedule ---------------------------------------------------------------------------
     def phase(self) -> Phase:
