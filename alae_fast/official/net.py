@@ -88,6 +88,12 @@ def _without_noise(x: torch.Tensor, layer: int) -> torch.Tensor:
     return x + s * torch.exp(-x * x / (2 * s * s)) / math.sqrt(2 * math.pi) * 0.8
 
 
+def _keep_sizes(net: nn.Module, startf, maxf, layer_count, latent_size, channels) -> None:
+    """The size attributes every original generator and encoder keeps."""
+    net.startf, net.maxf, net.layer_count = startf, maxf, layer_count
+    net.latent_size, net.channels = latent_size, channels
+
+
 class Blur(fast_nn.Blur):
     """The [1,2,1] blur, with its kernel saved in the state dict as the original does."""
 
@@ -156,8 +162,7 @@ class FromRGB(nn.Module):
 class Generator(nn.Module):
     def __init__(self, startf=32, maxf=256, layer_count=3, latent_size=128, channels=3):
         super().__init__()
-        self.maxf, self.startf, self.layer_count = maxf, startf, layer_count
-        self.channels, self.latent_size = channels, latent_size
+        _keep_sizes(self, startf, maxf, layer_count, latent_size, channels)
         widths = [min(maxf, startf * 2 ** (layer_count - 1 - i)) for i in range(layer_count)]
         self.const = nn.Parameter(torch.ones(1, widths[0], 4, 4))
         self.layer_to_resolution = [4 * 2 ** i for i in range(layer_count)]
@@ -218,8 +223,7 @@ class EncodeBlock(nn.Module):
 class EncoderDefault(nn.Module):
     def __init__(self, startf, maxf, layer_count, latent_size, channels=3):
         super().__init__()
-        self.maxf, self.startf, self.layer_count = maxf, startf, layer_count
-        self.channels, self.latent_size = channels, latent_size
+        _keep_sizes(self, startf, maxf, layer_count, latent_size, channels)
         self.from_rgb = nn.ModuleList()
         self.encode_block = nn.ModuleList()
         inputs, resolution = startf, 2 ** (layer_count + 1)
@@ -308,8 +312,7 @@ class EncoderFC(nn.Module):
 
     def __init__(self, startf, maxf, layer_count, latent_size, channels=3):
         super().__init__()
-        self.maxf, self.startf, self.layer_count = maxf, startf, layer_count
-        self.channels, self.latent_size = channels, latent_size
+        _keep_sizes(self, startf, maxf, layer_count, latent_size, channels)
         self.fc_1 = lreq_linear(FC_SIDE * FC_SIDE, FC_HIDDEN)
         self.fc_2 = lreq_linear(FC_HIDDEN, FC_HIDDEN)
         self.fc_3 = lreq_linear(FC_HIDDEN, latent_size)
@@ -332,8 +335,7 @@ class GeneratorFC(nn.Module):
 
     def __init__(self, startf=32, maxf=256, layer_count=3, latent_size=128, channels=3):
         super().__init__()
-        self.maxf, self.startf, self.layer_count = maxf, startf, layer_count
-        self.channels, self.latent_size = channels, latent_size
+        _keep_sizes(self, startf, maxf, layer_count, latent_size, channels)
         self.fc_1 = lreq_linear(latent_size, FC_HIDDEN)
         self.fc_2 = lreq_linear(FC_HIDDEN, FC_HIDDEN)
         self.fc_3 = lreq_linear(FC_HIDDEN, FC_SIDE * FC_SIDE)
