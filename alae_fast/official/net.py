@@ -49,12 +49,18 @@ class Registry(dict):
 GENERATORS, ENCODERS, MAPPINGS = Registry("generator"), Registry("encoder"), Registry("mapping")
 
 
-def _effective(layer, fan_in: int, gain: float, lrmul: float):
-    """Make `layer`, built with a unit runtime scale, an original lreq layer: its weight is the
-    effective weight, drawn N(0, gain²/fan_in) from the torch RNG as the original draws it."""
+def _effective(make, fan_in: int, gain: float, lrmul: float):
+    """An alae_fast layer built by make() with a unit runtime scale, initialised as the original lreq layer:
+    its weight is the effective weight, drawn N(0, gain²/fan_in) from the torch RNG as the original draws
+    it (one draw per layer, in construction order), its bias zero."""
+    with torch.device("meta"):  # no other draw may touch the RNG
+        layer = make()
+    layer.to_empty(device=torch.get_default_device())
     coef = gain / math.sqrt(fan_in) * lrmul
     with torch.no_grad():
         layer.weight.normal_(0.0, coef / lrmul)
+        if layer.bias is not None:
+            layer.bias.zero_()
     layer.weight.lr_equalization_coef = coef
     if layer.bias is not None:
         layer.bias.lr_equalization_coef = lrmul
@@ -63,19 +69,17 @@ def _effective(layer, fan_in: int, gain: float, lrmul: float):
 
 def lreq_linear(in_features: int, out_features: int, gain: float = math.sqrt(2.0), lrmul: float = 1.0):
     """The original lreq.Linear: an EqualizedLinear whose runtime scale is 1."""
-    with torch.random.fork_rng(devices=[]):  # only the original's single draw may touch the RNG
-        layer = fast_nn.EqualizedLinear(in_features, out_features, gain=math.sqrt(in_features))
-    return _effective(layer, in_features, gain, lrmul)
+    return _effective(lambda: fast_nn.EqualizedLinear(in_features, out_features, gain=math.sqrt(in_features)),
+                      in_features, gain, lrmul)
 
 
 def lreq_conv(in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
               gain: float = math.sqrt(2.0), up: bool = False, down: bool = False):
     """The original lreq.Conv2d / ConvTranspose2d (same padding; up/down: its transform_kernel resampling)."""
     fan_in = in_channels * kernel_size ** 2
-    with torch.random.fork_rng(devices=[]):
-        layer = fast_nn.EqualizedConv2d(in_channels, out_channels, kernel_size, bias, gain=math.sqrt(fan_in),
-                                        up=up, down=down)
-    return _effective(layer, fan_in, gain, 1.0)
+    return _effective(lambda: fast_nn.EqualizedConv2d(in_channels, out_channels, kernel_size, bias,
+                                                      gain=math.sqrt(fan_in), up=up, down=down),
+                      fan_in, gain, 1.0)
 
 
 def _per_channel(channels: int) -> nn.Parameter:
