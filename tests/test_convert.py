@@ -1,18 +1,20 @@
-"""Official checkpoint conversion: stub-tolerant loading, the §8 layout, and a round trip that
-keeps G(w), E(x) and D logits — checked against an independent forward of the official layout."""
+"""Official checkpoint conversion: stub-tolerant loading, the official layout (StyleALAE and MNIST-FC),
+round trips that keep F, G, E and D (checked against an independent forward of the official layout),
+and the CLI's safety: never over its input, atomic writes, one-line errors for malformed files."""
 
 import os
 import pickle
 
 import pytest
 import torch
-import torch.nn.functional as F
+from _official import (draw_official_noise, official_keys, random_official, ref_discriminate, ref_encode,
+                       ref_fc_encode, ref_fc_generate, ref_generate, ref_map, shapes)
 
 from alae_fast.convert import (alae_fast_to_official, infer_config, load_official, main,
                                official_to_alae_fast, safe_torch_load)
+from alae_fast.cli import main as alae_fast_cli
 from alae_fast.convert import safe_pickle
 from alae_fast.models import ModelConfig, build_model
-from alae_fast.models.style_alae import block_channels
 
 CONFIGS = [
     ModelConfig("style", layer_count=3, startf=8, maxf=16, latent_size=16, mapping_layers=2, channels=1),
@@ -46,81 +48,6 @@ def random_model(cfg, seed):
     return model
 
 
-# --- an independent forward over the official layout (effective weights, SPEC §3/§8) ---
-
-def _fuse(w):
-    w = F.pad(w, (1, 1, 1, 1))
-    return w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]
-
-
-def _inorm(x, eps):
-    m = x.mean((2, 3), keepdim=True)
-    return (x - m) * torch.rsqrt(x.var((2, 3), unbiased=False, keepdim=True) + eps)
-
-
-def ref_generate(g, ws, lod, noises):
-    x = g["const"].expand(ws.shape[0], -1, -1, -1)
-    for i in range(lod + 1):
-        p = f"decode_block.{i}."
-        if i > 0:
-            if 4 * 2 ** i >= 128:
-                x = F.conv_transpose2d(x, _fuse(g[p + "conv_1.weight"]), stride=2, padding=1)
-            else:
-                x = F.conv2d(F.interpolate(x, scale_factor=2), g[p + "conv_1.weight"], padding=1)
-            x = F.conv2d(x, g[p + "blur.weight"], padding=1, groups=x.shape[1])
-        for k in (1, 2):
-            if k == 2:
-                x = F.conv2d(x, g[p + "conv_2.weight"], padding=1)
-            x = x + g[p + f"noise_weight_{k}"] * noises[i][k - 1] + g[p + f"bias_{k}"]
-            x = _inorm(F.leaky_relu(x, 0.2), 1e-8)
-            s = F.linear(ws[:, 2 * i + k - 1], g[p + f"style_{k}.weight"], g[p + f"style_{k}.bias"])
-            s = s.view(s.shape[0], 2, x.shape[1], 1, 1)
-            x = x * (s[:, 0] + 1) + s[:, 1]
-    return F.conv2d(x, g[f"to_rgb.{lod}.to_rgb.weight"], g[f"to_rgb.{lod}.to_rgb.bias"])
-
-
-def _stats(x):
-    m = x.mean((2, 3))
-    return torch.cat([m, (x - m[..., None, None]).square().mean((2, 3)).sqrt()], 1)
-
-
-def ref_encode(e, x, lod, layers):
-    first = layers - 1 - lod
-    side = x.shape[-1]
-    x = F.leaky_relu(F.leaky_relu(F.conv2d(x, e[f"from_rgb.{first}.from_rgb.weight"],
-                                           e[f"from_rgb.{first}.from_rgb.bias"]), 0.2), 0.2)
-    w = 0
-    for j in range(first, layers):
-        p = f"encode_block.{j}."
-        x = F.leaky_relu(F.conv2d(x, e[p + "conv_1.weight"], padding=1) + e[p + "bias_1"], 0.2)
-        s1 = _stats(x)
-        x = F.conv2d(_inorm(x, 1e-5), e[p + "blur.weight"], padding=1, groups=x.shape[1])
-        if side >= 128:
-            x = F.conv2d(x, _fuse(e[p + "conv_2.weight"]) * 0.25, stride=2, padding=1)
-        else:
-            x = F.avg_pool2d(F.conv2d(x, e[p + "conv_2.weight"], padding=1), 2)
-        x = F.leaky_relu(x + e[p + "bias_2"], 0.2)
-        s2 = _stats(x)
-        x = _inorm(x, 1e-5)
-        side //= 2
-        w = w + F.linear(s1, e[p + "style_1.weight"], e[p + "style_1.bias"]) \
-            + F.linear(s2, e[p + "style_2.weight"], e[p + "style_2.bias"])
-    return w
-
-
-def ref_map(fl, z, layers):
-    x = z * torch.rsqrt(z.square().mean(1, keepdim=True) + 1e-8)
-    for k in range(layers):
-        x = F.leaky_relu(F.linear(x, fl[f"map_blocks.{k}.fc.weight"], fl[f"map_blocks.{k}.fc.bias"]), 0.2)
-    return x
-
-
-def ref_discriminate(tl, w):
-    for k in range(3):
-        w = F.linear(w, tl[f"map_blocks.{k}.weight"], tl[f"map_blocks.{k}.bias"])
-    return w.view(w.shape[0], 2, -1)[:, 1, 0]  # the official logit
-
-
 def _outputs(model, cfg, z, lod):
     ws = model.styles(z, lod, mixing_prob=0.0)
     img = model.generate(ws, lod, noise="fixed")
@@ -129,31 +56,10 @@ def _outputs(model, cfg, z, lod):
 
 
 def check_official_shapes(models, cfg):
-    L, lat, ch = cfg.layer_count, cfg.latent_size, cfg.channels
-    g, e = models["generator"], models["discriminator"]
-    assert g["const"].shape == (1, block_channels(cfg, 0), 4, 4)
-    for i in range(L):
-        c, cin = block_channels(cfg, i), block_channels(cfg, max(i - 1, 0))
-        p = f"decode_block.{i}."
-        if i > 0:
-            assert g[p + "conv_1.weight"].shape == ((cin, c, 3, 3) if 4 * 2 ** i >= 128 else (c, cin, 3, 3))
-        for k in (1, 2):
-            assert g[p + f"noise_weight_{k}"].shape == g[p + f"bias_{k}"].shape == (1, c, 1, 1)
-            assert g[p + f"style_{k}.weight"].shape == (2 * c, lat) and g[p + f"style_{k}.bias"].shape == (2 * c,)
-        assert g[p + "conv_2.weight"].shape == (c, c, 3, 3) and g[p + "blur.weight"].shape == (c, 1, 3, 3)
-        assert g[f"to_rgb.{i}.to_rgb.weight"].shape == (ch, c, 1, 1) and g[f"to_rgb.{i}.to_rgb.bias"].shape == (ch,)
-        cin, cout = block_channels(cfg, L - 1 - i), min(cfg.maxf, cfg.startf * 2 ** (i + 1))
-        p = f"encode_block.{i}."
-        assert e[p + "conv_1.weight"].shape == (cin, cin, 3, 3) and e[p + "conv_2.weight"].shape == (cout, cin, 3, 3)
-        assert e[p + "bias_1"].shape == (1, cin, 1, 1) and e[p + "bias_2"].shape == (1, cout, 1, 1)
-        assert e[p + "style_1.weight"].shape == (lat, 2 * cin) and e[p + "style_2.weight"].shape == (lat, 2 * cout)
-        assert e[p + "blur.weight"].shape == (cin, 1, 3, 3) and e[f"from_rgb.{i}.from_rgb.weight"].shape == (cin, ch, 1, 1)
-    for k in range(cfg.mapping_layers):
-        assert models["mapping_fl"][f"map_blocks.{k}.fc.weight"].shape == (lat, lat)
-    assert models["mapping_tl"]["map_blocks.2.weight"].shape == (2 * lat, lat)
-    assert models["dlatent_avg"]["buff"].shape == (2 * L, lat)
-    for net in ("generator", "discriminator", "mapping_fl", "mapping_tl"):
-        assert models[net + "_s"].keys() == models[net].keys()
+    for net, keys in official_keys(cfg).items():
+        assert dict(shapes(models[net])) == dict(keys), net
+        if net != "dlatent_avg":
+            assert dict(shapes(models[net + "_s"])) == dict(keys), net
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"L{c.layer_count}")
@@ -235,5 +141,184 @@ def test_cli_both_directions(tmp_path, capsys):
     assert main([str(ours), str(again), "--to", "official"]) == 0
     assert '"to": "official"' in capsys.readouterr().out
     torch.testing.assert_close(load_official(again)["generator"]["const"], model.generator.const.detach())
-    with pytest.raises(SystemExit):
-        main([str(ours), str(tmp_path / "x.pt"), "--to", "alae_fast"])
+    assert main([str(ours), str(tmp_path / "x.pt"), "--to", "alae_fast"]) == 2
+    assert "already in the alae_fast layout" in capsys.readouterr().err
+
+
+# --- seeded noise: the official draws give the official images ---
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"L{c.layer_count}")
+def test_seeded_random_noise_gives_the_official_images(cfg):
+    model = random_model(cfg, 0)
+    generator = alae_fast_to_official(model.state_dict(), None, cfg)["generator"]
+    lod = cfg.layer_count - 1
+    ws = model.styles(torch.randn(2, cfg.latent_size), lod, mixing_prob=0.0)
+    with torch.no_grad():
+        torch.manual_seed(7)
+        ours = model.generate(ws, lod, noise="random")
+        torch.manual_seed(7)
+        official = ref_generate(generator, ws, lod, draw_official_noise(2, lod))
+        torch.manual_seed(7)  # every map [N, 1, H, W]: the draws shift, and the images differ
+        shifted = ref_generate(generator, ws, lod, [[torch.randn(2, 1, 4 << i, 4 << i) for _ in "12"]
+                                                    for i in range(lod + 1)])
+    torch.testing.assert_close(ours, official, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(ours, shifted, rtol=1e-2, atol=1e-2)
+
+
+# --- MNIST-FC ---
+
+FC = ModelConfig("mlp", latent_size=50, mapping_layers=6, channels=1, image_size=28, hidden=1024)
+
+
+def test_mnist_fc_converts_both_ways(tmp_path):
+    models = random_official(FC, 0)
+    official = tmp_path / "mnist_fc.pth"
+    torch.save({"models": models, "auxiliary": {"tracker": Tracker()}}, official)
+    ours, back = tmp_path / "ours.pt", tmp_path / "back.pth"
+    assert main([str(official), str(ours)]) == 0
+    state = torch.load(ours, weights_only=True)
+    assert ModelConfig(**state["config"]["model"]) == FC
+    assert main([str(ours), str(back)]) == 0
+
+    again = load_official(back)
+    assert sorted(again) == sorted(models)
+    for net, sd in models.items():  # identical up to the rounding of ÷ and × by each layer's scale
+        assert dict(shapes(again[net])) == dict(shapes(sd)), net
+        for key, t in sd.items():
+            torch.testing.assert_close(again[net][key], t, rtol=3e-7, atol=0, msg=f"{net}.{key}")
+
+    model = build_model(FC).eval()
+    model.load_state_dict(state["model"])
+    z, x = torch.randn(4, 50), torch.rand(4, 1, 28, 28) * 2 - 1
+    with torch.no_grad():
+        w = model.map(z)
+        torch.testing.assert_close(w, ref_map(models["mapping_fl"], z, 6), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model.generate(w), ref_fc_generate(models["generator"], w), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model.encode(x), ref_fc_encode(models["discriminator"], x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model.discriminate(w), ref_discriminate(models["mapping_tl"], w),
+                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model.w_avg, models["dlatent_avg"]["buff"][0])
+    ema = build_model(FC).eval()
+    ema.load_state_dict(state["ema"])
+    torch.testing.assert_close(ema.encoder.blocks[2].weight * ema.encoder.blocks[2].weight_gain,
+                               models["discriminator_s"]["fc_3.weight"])
+
+
+def test_mlp_the_official_code_cannot_hold_is_refused():
+    cfg = ModelConfig("mlp", latent_size=8, mapping_layers=2, hidden=16)
+    with pytest.raises(ValueError, match="hidden=16"):
+        alae_fast_to_official(build_model(cfg).state_dict(), None, cfg)
+
+
+# --- the CLI: never over its input, atomic, one line per malformed file ---
+
+def _official_file(path):
+    cfg = CONFIGS[0]
+    torch.save({"models": alae_fast_to_official(random_model(cfg, 0).state_dict(), None, cfg), "auxiliary": {}}, path)
+    return path
+
+
+def _fails(argv, capsys, *needles):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_cli_never_writes_over_its_input(tmp_path, capsys):
+    src = _official_file(tmp_path / "model.pth")
+    before = src.read_bytes()
+    (tmp_path / "link.pth").symlink_to(src)
+    os.link(src, tmp_path / "hard.pth")
+    for dst in (src, tmp_path / "link.pth", tmp_path / "hard.pth", tmp_path / "." / "model.pth"):
+        _fails([str(src), str(dst)], capsys, "is the input file", str(src))
+    _fails([str(src), str(tmp_path)], capsys, "is a directory")
+    _fails([str(tmp_path / "missing.pth"), str(tmp_path / "out.pt")], capsys, "missing.pth", "does not exist")
+    assert src.read_bytes() == before and (tmp_path / "link.pth").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hard.pth", "link.pth", "model.pth"]
+
+
+def test_cli_writes_atomically(tmp_path, capsys, monkeypatch):
+    src = _official_file(tmp_path / "model.pth")
+    dst = tmp_path / "out.pt"
+    dst.write_bytes(b"the previous conversion")
+
+    def torn_save(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", torn_save)
+    _fails([str(src), str(dst)], capsys, f"cannot write {dst}", "No space left on device")
+    assert dst.read_bytes() == b"the previous conversion"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pth", "out.pt"]  # no temp file left
+    monkeypatch.undo()
+    assert main([str(src), str(dst)]) == 0
+    assert "model" in torch.load(dst, weights_only=True)
+
+
+def _crafted_files(tmp_path, marker):
+    cfg = CONFIGS[0]
+    good = _official_file(tmp_path / "good.pth").read_bytes()
+    flipped = bytearray(good)
+    flipped[-200:-100] = bytes(b ^ 0xFF for b in flipped[-200:-100])  # inside the zip's central directory
+    raw = {"empty.pth": b"", "truncated.pth": good[:len(good) // 2], "flipped.pth": bytes(flipped),
+           "text.pth": b"not a checkpoint\n", "plain-pickle.pth": pickle.dumps({"models": {}})}
+    for name, data in raw.items():
+        (tmp_path / name).write_bytes(data)
+
+    def models(**change):
+        out = alae_fast_to_official(random_model(cfg, 0).state_dict(), None, cfg)
+        for key, value in change.items():
+            if value is None:
+                del out["generator"][key]
+            else:
+                out["generator"][key] = value
+        return {"models": out, "auxiliary": {}}
+
+    crafted = {
+        "list.pth": [1, 2, 3],
+        "evil-top.pth": Evil(marker),
+        "models-stub.pth": {"models": Tracker()},
+        "stub-tensor.pth": models(const=Evil(marker)),
+        "int-tensor.pth": models(const=torch.ones(1, 16, 4, 4, dtype=torch.int64)),
+        "wrong-shape.pth": models(const=torch.ones(1, 3, 4, 4)),
+        "missing-key.pth": models(**{"decode_block.1.conv_2.weight": None}),
+        "not-style-or-fc.pth": {"models": {net: {} for net in ("generator", "discriminator", "mapping_fl",
+                                                                "mapping_tl")}},
+        "ours-no-config.pth": {"model": {"w_avg": torch.zeros(16)}},
+        "ours-bad-config.pth": {"model": {}, "config": {"model": {"kind": "style", "bogus": 1}}},
+        "ours-huge-config.pth": {"model": {}, "config": {"model": {"kind": "style", "mapping_layers": 10 ** 9}}},
+        "ours-model-string.pth": {"model": "weights", "config": {"model": {"kind": "style"}}},
+    }
+    for name, obj in crafted.items():
+        torch.save(obj, tmp_path / name)
+    return [tmp_path / name for name in [*raw, *crafted]]
+
+
+def test_cli_reports_malformed_files_in_one_line(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    for path in _crafted_files(tmp_path, marker):
+        out = tmp_path / (path.stem + ".out")
+        _fails([str(path), str(out)], capsys, str(path))
+        assert not out.exists(), path
+    assert not marker.exists()
+
+
+def test_alae_fast_convert_exit_status(tmp_path, capsys):
+    bad = tmp_path / "truncated.pth"
+    bad.write_bytes(_official_file(tmp_path / "good.pth").read_bytes()[:1000])
+    assert alae_fast_cli([str(x) for x in ("convert", bad, tmp_path / "out.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"alae-fast convert: error: {bad}: not a readable checkpoint") and err.count("\n") == 1
+
+
+def test_cli_malicious_auxiliary_is_never_run(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    cfg = CONFIGS[0]
+    src = tmp_path / "evil.pth"
+    torch.save({"models": alae_fast_to_official(random_model(cfg, 0).state_dict(), None, cfg),
+                "auxiliary": {"tracker": Evil(marker)}}, src)
+    assert main([str(src), str(tmp_path / "out.pt")]) == 0
+    assert not marker.exists()

@@ -1,8 +1,10 @@
-"""alae_fast.models: shapes per lod and blend, fused 128² path, mixing, truncation, w_avg, noise, R1, MLP."""
+"""alae_fast.models: shapes per lod and blend, fused 128² path, mixing, truncation, w_avg, noise (the official
+draw order), R1, MLP."""
 
 import pytest
 import torch
 import torch.nn.functional as F
+from _official import official_noise_shapes
 
 from alae_fast.models import MLPALAE, ModelConfig, StyleALAE, build_model
 
@@ -179,6 +181,45 @@ def test_noise_modes():
         model.generate(ws, 2, 1.0, noise="batch")
 
 
+def test_random_noise_draws_in_the_official_order(monkeypatch):
+    model = _randomize(_tiny())
+    ws = model.styles(torch.randn(3, LATENT), 2, mixing_prob=0)
+    drawn, randn = [], torch.randn
+
+    def recording_randn(*args, **kwargs):
+        out = randn(*args, **kwargs)
+        drawn.append(tuple(out.shape))
+        return out
+
+    monkeypatch.setattr(torch, "randn", recording_randn)
+    for noise, lod, blend in (("random", 2, 1.0), ("random", 2, 0.4), ("random", 1, 1.0), ("random", 0, 1.0),
+                              ("const", 2, 1.0)):
+        drawn.clear()
+        model.generate(ws, lod, blend, noise=noise)
+        assert drawn == official_noise_shapes(3, lod, batch_constant=noise == "const"), (noise, lod, blend)
+    drawn.clear()
+    model.generate(ws, 2, 1.0, noise="fixed")
+    assert drawn == []
+
+
+def test_seeded_random_noise_is_the_official_draws_fed_block_by_block():
+    model = _randomize(_tiny())
+    ws = model.styles(torch.randn(3, LATENT), 2, mixing_prob=0)
+    torch.manual_seed(11)
+    got = model.generate(ws, 2, 1.0, noise="random")
+    torch.manual_seed(11)
+    maps = [torch.randn(shape).expand(3, -1, -1, -1) for shape in official_noise_shapes(3, 2)]
+    x = model.generator.const.expand(3, -1, -1, -1)
+    for i, block in enumerate(model.generator.blocks):
+        if i > 0:
+            x = block.blur(block.conv_1(_up2(x)))
+        x = block.adain_1(x, ws[:, 2 * i], maps[2 * i])
+        x = block.adain_2(block.conv_2(x), ws[:, 2 * i + 1], maps[2 * i + 1])
+    torch.testing.assert_close(got, model.generator.to_rgb[2](x))
+    torch.manual_seed(11)
+    assert not torch.allclose(got, model.generate(ws, 2, 1.0, noise="const"))
+
+
 def test_arguments_are_checked():
     model = _tiny()
     ws = torch.randn(2, LATENT)
@@ -247,3 +288,16 @@ def test_mlp_alae():
     assert model.truncate(ws, psi=0.0).abs().sum() == 0  # w_avg starts at 0
     with pytest.raises(ValueError, match="'x'"):
         model.encode(torch.randn(4, 784), 0, 1.0)
+
+
+def test_mlp_layers_as_the_official_fc_model():
+    """E has a leaky ReLU after every layer, its last included; G has none after its last."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("mlp", latent_size=8, mapping_layers=2, hidden=32))
+    x, w = torch.randn(4, 1, 28, 28), torch.randn(4, 8)
+    h = x.flatten(1)
+    for block in model.encoder.blocks:
+        h = F.leaky_relu(block(h), 0.2)
+    torch.testing.assert_close(model.encode(x), h)
+    g = F.leaky_relu(model.generator.blocks[1](F.leaky_relu(model.generator.blocks[0](w), 0.2)), 0.2)
+    torch.testing.assert_close(model.generate(w), model.generator.blocks[2](g).view(4, 1, 28, 28))

@@ -1,4 +1,4 @@
-"""Convert official ALAE checkpoints (SPEC §8) to alae_fast and back."""
+"""Convert official ALAE checkpoints (StyleALAE and MNIST-FC) to alae_fast and back."""
 
 from alae_fast.convert.cli import main
 from alae_fast.convert.official import (alae_fast_to_official, infer_config, load_official,

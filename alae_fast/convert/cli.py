@@ -2,7 +2,9 @@
 
 The direction follows the input: an official file ('models' dict) becomes an alae_fast file
 {'config': {'name', 'model'}, 'model', 'ema'}; an alae_fast file ('model' + 'config') becomes an
-official {'models', 'auxiliary': {}} file. Both are read with the stub-tolerant unpickler.
+official {'models', 'auxiliary': {}} file. Both are read with the restricted, stub-tolerant
+unpickler. OUT is written atomically and never over IN; an unreadable or malformed input is
+reported in one line naming the file (exit status 2).
 """
 
 from __future__ import annotations
@@ -10,56 +12,97 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import sys
 from pathlib import Path
-
-import torch
 
 from alae_fast.convert import safe_pickle
 from alae_fast.convert.official import (alae_fast_to_official, infer_config, official_models,
-                                        official_to_alae_fast, save_official)
+                                        official_to_alae_fast, tensor_dict)
 from alae_fast.models import ModelConfig
+from alae_fast.train.checkpoint import save_atomic
 
 
 def build_parser(prog: str = "alae-fast convert") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("input", help="official .pth or alae_fast .pt checkpoint")
-    p.add_argument("output", help="where to write the converted checkpoint")
+    p.add_argument("output", help="where to write the converted checkpoint (not the input)")
     p.add_argument("--to", choices=("auto", "alae_fast", "official"), default="auto",
                    help="target layout (default: the other one)")
     return p
 
 
-def _official_to_ours(state: dict, src: Path, dst: Path) -> dict:
+def _one_line(exc: BaseException) -> str:
+    """The first sentence of the message (torch's zip errors run on for several)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0].split(". ")[0][:300] if lines else type(exc).__name__
+
+
+def _check_paths(src: Path, dst: Path) -> None:
+    if not src.is_file():
+        raise ValueError(f"input {src} does not exist or is not a regular file")
+    if dst.is_dir():
+        raise ValueError(f"output {dst} is a directory; give the path of the file to write")
+    if dst.exists() and os.path.samefile(src, dst):
+        raise ValueError(f"output {dst} is the input file {src}; write the conversion to another path")
+
+
+def _load(src: Path):
+    try:
+        return safe_pickle.torch_load(src)
+    except Exception as exc:  # truncated, crafted or not a checkpoint at all
+        raise ValueError(f"{src}: not a readable checkpoint ({type(exc).__name__}: {_one_line(exc)})") from None
+
+
+def _official_to_ours(state: dict, src: Path) -> tuple[dict, dict]:
     models = official_models(state, src)
     cfg = infer_config(models)
-    state = official_to_alae_fast(models, cfg)
-    state["config"] = {"name": src.stem, "model": dataclasses.asdict(cfg)}
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, dst)
-    return {"to": "alae_fast", "config": state["config"]["model"]}
+    out = official_to_alae_fast(models, cfg)
+    out["config"] = {"name": src.stem, "model": dataclasses.asdict(cfg)}
+    return out, {"to": "alae_fast", "config": out["config"]["model"]}
 
 
-def _ours_to_official(state: dict, src: Path, dst: Path) -> dict:
-    model_cfg = (state.get("config") or {}).get("model")
-    if not isinstance(model_cfg, dict):
-        raise ValueError(f"{src}: alae_fast checkpoint has no config['model']")
-    cfg = ModelConfig(**model_cfg)
-    save_official(alae_fast_to_official(state["model"], state.get("ema"), cfg), dst)
-    return {"to": "official", "config": model_cfg}
+def _ours_to_official(state: dict, src: Path) -> tuple[dict, dict]:
+    config = state.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise ValueError("alae_fast checkpoint has no config['model'] dict")
+    if not isinstance(state["model"], dict) or not isinstance(state.get("ema", {}), (dict, type(None))):
+        raise ValueError("alae_fast checkpoint: 'model' and 'ema' must be state dicts")
+    cfg = ModelConfig(**config["model"])
+    model = tensor_dict(state["model"], "model")
+    ema = tensor_dict(state["ema"], "ema") if state.get("ema") is not None else None
+    models = alae_fast_to_official(model, ema, cfg)
+    return {"models": models, "auxiliary": {}}, {"to": "official", "config": config["model"]}
+
+
+def convert(src: Path, dst: Path, to: str = "auto") -> dict:
+    """Convert the checkpoint file src into dst; returns what the CLI prints. Raises ValueError."""
+    _check_paths(src, dst)
+    state = _load(src)
+    if not isinstance(state, dict) or not ("models" in state or "model" in state):
+        raise ValueError(f"{src} is neither an official ('models') nor an alae_fast ('model') checkpoint")
+    layout = "official" if "models" in state else "alae_fast"
+    if to == layout:
+        raise ValueError(f"{src} is already in the {layout} layout")
+    try:
+        out, info = (_official_to_ours if layout == "official" else _ours_to_official)(state, src)
+    except (ValueError, TypeError, RuntimeError) as exc:  # weights that do not fit a model
+        reason = _one_line(exc)
+        raise ValueError(reason if str(src) in reason else f"{src}: {reason}") from None
+    try:
+        save_atomic(out, dst)
+    except OSError as exc:
+        raise ValueError(f"cannot write {dst}: {exc.strerror or exc}") from None
+    return info
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     src, dst = Path(args.input), Path(args.output)
-    if not src.is_file():
-        raise SystemExit(f"convert: input {src} does not exist")
-    state = safe_pickle.torch_load(src)
-    if not isinstance(state, dict) or not ("models" in state or "model" in state):
-        raise SystemExit(f"convert: {src} is neither an official ('models') nor an alae_fast ('model') checkpoint")
-    layout = "official" if "models" in state else "alae_fast"
-    if args.to == layout:
-        raise SystemExit(f"convert: {src} is already in the {layout} layout")
-    convert = _official_to_ours if layout == "official" else _ours_to_official
-    info = convert(state, src, dst)
+    try:
+        info = convert(src, dst, args.to)
+    except ValueError as exc:
+        print(f"alae-fast convert: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
     print(json.dumps({"input": str(src), "output": str(dst), **info}))
     return 0

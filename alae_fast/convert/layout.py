@@ -1,6 +1,6 @@
-"""Key map between an alae_fast StyleALAE state dict and the official ALAE networks (SPEC §8).
+"""Key map between alae_fast state dicts (StyleALAE, MLPALAE) and the official ALAE networks.
 
-Official layers store effective weights (SPEC §2): official = ours × c for weights (c = the
+Official layers store effective weights (no runtime scale): official = ours × c for weights (c = the
 layer's runtime scale, `weight_gain`) and official = ours × lrmul for biases. Per-channel
 parameters are [C] here and [1, C, 1, 1] there. The fused 128²+ transposed conv has the same
 [Cin, C, 3, 3] layout on both sides, so it needs no permutation.
@@ -8,6 +8,9 @@ parameters are [C] here and [1, C, 1, 1] there. The fused 128²+ transposed conv
 D's last layer: the official model reads its logit from output[ℓ] (it views the 2ℓ outputs as
 [2, ℓ] and takes [1, 0]); alae_fast reads output[0]. The two halves of that layer's rows are
 swapped so both read the same value.
+
+MNIST-FC: the official GeneratorFC/EncoderFC are three linear layers fc_1..fc_3 each; they map to
+the blocks 0..2 of MLPALAE's generator/encoder.
 """
 
 from __future__ import annotations
@@ -93,10 +96,15 @@ def _encoder(e) -> list[Entry]:
     return out
 
 
+def _fully_connected(mlp, ours: str, net: str) -> list[Entry]:
+    out = []
+    for k, block in enumerate(mlp.blocks):
+        out += _layer(f"{ours}.blocks.{k}", net, f"fc_{k + 1}", block)
+    return out
+
+
 def entries(cfg: ModelConfig) -> list[Entry]:
-    """Every learned tensor of a StyleALAE with `cfg` (w_avg and blur buffers are handled apart)."""
-    if cfg.kind != "style":
-        raise ValueError(f"convert: only StyleALAE checkpoints are supported, got cfg.kind={cfg.kind!r}")
+    """Every learned tensor of the model `cfg` builds (w_avg and blur buffers are handled apart)."""
     with torch.device("meta"):
         model = build_model(cfg)
     out = []
@@ -105,13 +113,19 @@ def entries(cfg: ModelConfig) -> list[Entry]:
     last = len(model.mapping_d.blocks) - 1
     for k, layer in enumerate(model.mapping_d.blocks):
         out += _layer(f"mapping_d.blocks.{k}", "mapping_tl", f"map_blocks.{k}", layer, swap=k == last)
-    out += _generator(model.generator) + _encoder(model.encoder)
+    if cfg.kind == "style":
+        out += _generator(model.generator) + _encoder(model.encoder)
+    else:
+        out += (_fully_connected(model.generator, "generator", "generator")
+                + _fully_connected(model.encoder, "encoder", "discriminator"))
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     return [replace(e, shape=shapes[e.ours]) for e in out]
 
 
 def blur_keys(cfg: ModelConfig) -> dict[str, dict[str, int]]:
-    """Official blur buffers {net: {key: channels}}: every decode and encode block has one."""
+    """Official blur buffers {net: {key: channels}}: every decode and encode block has one (none in MNIST-FC)."""
+    if cfg.kind != "style":
+        return {}
     gen = {f"decode_block.{i}.blur.weight": block_channels(cfg, i) for i in range(cfg.layer_count)}
     enc = {f"encode_block.{j}.blur.weight": block_channels(cfg, cfg.layer_count - 1 - j)
            for j in range(cfg.layer_count)}

@@ -1,4 +1,4 @@
-"""The permutation-invariant MLP ALAE of the MNIST experiment (SPEC §3)."""
+"""The permutation-invariant MLP ALAE of the MNIST experiment (the official MNIST-FC model)."""
 
 from __future__ import annotations
 
@@ -14,16 +14,17 @@ SLOPE = 0.2
 
 
 class MLP(nn.Module):
-    """EqualizedLinear layers with leaky ReLU 0.2 between them (none after the last)."""
+    """EqualizedLinear layers, each followed by leaky ReLU 0.2; the last one too when final_act."""
 
-    def __init__(self, widths: list[int]):
+    def __init__(self, widths: list[int], final_act: bool):
         super().__init__()
+        self.final_act = final_act
         self.blocks = nn.ModuleList(EqualizedLinear(i, o) for i, o in zip(widths[:-1], widths[1:]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for k, block in enumerate(self.blocks):
             x = block(x)
-            if k < len(self.blocks) - 1:
+            if self.final_act or k < len(self.blocks) - 1:
                 x = F.leaky_relu(x, SLOPE)
         return x
 
@@ -31,7 +32,9 @@ class MLP(nn.Module):
 class MLPALAE(ALAEBase):
     """E: pixels→hidden→hidden→ℓ; G: ℓ→hidden→hidden→pixels; F and D as in StyleALAE.
 
-    Images are [N, channels, S, S] (flattened inside); lod, blend and noise are accepted and ignored.
+    As the official EncoderFC/GeneratorFC: E applies leaky ReLU after its last layer too, G does not;
+    images are in [-1, 1] both ways (the official run feeds x/127.5 − 1 to the FC model as to every
+    other). Images are [N, channels, S, S] (flattened inside); lod, blend and noise are accepted and ignored.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -42,8 +45,8 @@ class MLPALAE(ALAEBase):
         self.max_lod = 0
         self.image_shape = (cfg.channels, cfg.image_size, cfg.image_size)
         pixels = cfg.channels * cfg.image_size ** 2
-        self.encoder = MLP([pixels, cfg.hidden, cfg.hidden, cfg.latent_size])
-        self.generator = MLP([cfg.latent_size, cfg.hidden, cfg.hidden, pixels])
+        self.encoder = MLP([pixels, cfg.hidden, cfg.hidden, cfg.latent_size], final_act=True)
+        self.generator = MLP([cfg.latent_size, cfg.hidden, cfg.hidden, pixels], final_act=False)
 
     def resolution(self, lod: int = 0) -> int:
         return self.cfg.image_size

@@ -23,6 +23,16 @@ def block_channels(cfg: ModelConfig, i: int) -> int:
     return min(cfg.maxf, cfg.startf * 2 ** (cfg.layer_count - 1 - i))
 
 
+def draw_noise(x: torch.Tensor, batch: int) -> torch.Tensor:
+    """Fresh N(0, 1) noise [batch, 1, H, W] for the activations x [N, C, H, W], expanded to N.
+
+    Drawn as the official code draws it (default dtype, x's device), so that a seeded run draws
+    the same numbers. batch is N, or 1 for one map shared by the whole batch.
+    """
+    n, _, h, w = x.shape
+    return torch.randn(batch, 1, h, w, device=x.device).expand(n, -1, -1, -1)
+
+
 class DecodeBlock(nn.Module):
     """[conv_1 (up) → blur] → adain_1(w_{2i}) → conv_2 → adain_2(w_{2i+1}). Block 0 has no conv_1."""
 
@@ -43,21 +53,19 @@ class DecodeBlock(nn.Module):
         self.register_buffer("noise_fixed_1", torch.randn(size, generator=gen), persistent=False)
         self.register_buffer("noise_fixed_2", torch.randn(size, generator=gen), persistent=False)
 
-    def _noise(self, x: torch.Tensor, mode: str, fixed: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = x.shape
-        if mode == "random":
-            return torch.randn(n, 1, h, w, device=x.device, dtype=x.dtype)
+    def _noise(self, x: torch.Tensor, mode: str, fixed: torch.Tensor, shared: bool = False) -> torch.Tensor:
+        """shared: one random map for the whole batch (always so with 'const')."""
         if mode == "fixed":
-            return fixed.to(x.dtype).expand(n, -1, -1, -1)
-        # 'const': one random map shared by the whole batch.
-        return torch.randn(1, 1, h, w, device=x.device, dtype=x.dtype).expand(n, -1, -1, -1)
+            return fixed.to(x.dtype).expand(x.shape[0], -1, -1, -1)
+        return draw_noise(x, 1 if shared or mode == "const" else x.shape[0])
 
     def forward(self, x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, noise: str) -> torch.Tensor:
         if self.index > 0:
             if not self.fused:
                 x = F.interpolate(x, scale_factor=2, mode="nearest")
             x = self.blur(self.conv_1(x))
-        x = self.adain_1(x, w1, self._noise(x, noise, self.noise_fixed_1))
+        # The official block 0 adds its first noise to the batch-1 constant: one map for the batch.
+        x = self.adain_1(x, w1, self._noise(x, noise, self.noise_fixed_1, shared=self.index == 0))
         x = self.conv_2(x)
         return self.adain_2(x, w2, self._noise(x, noise, self.noise_fixed_2))
 
@@ -155,7 +163,12 @@ class StyleALAE(ALAEBase):
         return blend
 
     def generate(self, ws: torch.Tensor, lod: int, blend: float = 1.0, noise: str = "random") -> torch.Tensor:
-        """G: ws [N, ℓ] or [N, 2L, ℓ] -> images [N, channels, R, R], R = resolution(lod)."""
+        """G: ws [N, ℓ] or [N, 2L, ℓ] -> images [N, channels, R, R], R = resolution(lod).
+
+        noise: 'random' draws fresh maps from the global torch RNG in the official shapes and order
+        (a seeded call gives the official images); 'fixed' uses per-layer maps built from a fixed
+        seed; 'const' draws one map per layer shared by the batch.
+        """
         self._check_lod(lod)
         if noise not in NOISE_MODES:
             raise ValueError(f"generate: argument 'noise' must be one of {NOISE_MODES}, got {noise!r}")
