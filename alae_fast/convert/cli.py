@@ -20,7 +20,7 @@ from alae_fast.convert import safe_pickle
 from alae_fast.convert.official import (alae_fast_to_official, infer_config, official_models,
                                         official_to_alae_fast, tensor_dict)
 from alae_fast.models import ModelConfig
-from alae_fast.train.checkpoint import save_atomic
+from alae_fast.train.checkpoint import CHECKSUM_KEY, save_atomic, save_file, verify_checksum
 
 
 def build_parser(prog: str = "alae-fast convert") -> argparse.ArgumentParser:
@@ -84,13 +84,16 @@ def convert(src: Path, dst: Path, to: str = "auto") -> dict:
     layout = "official" if "models" in state else "alae_fast"
     if to == layout:
         raise ValueError(f"{src} is already in the {layout} layout")
+    if layout == "alae_fast" and CHECKSUM_KEY in state:
+        state = verify_checksum(state, src)
     try:
         out, info = (_official_to_ours if layout == "official" else _ours_to_official)(state, src)
     except (ValueError, TypeError, RuntimeError) as exc:  # weights that do not fit a model
         reason = _one_line(exc)
         raise ValueError(reason if str(src) in reason else f"{src}: {reason}") from None
     try:
-        save_atomic(out, dst)
+        # alae_fast files carry their checksum; official ones keep the original's plain layout.
+        (save_file if layout == "official" else save_atomic)(out, dst)
     except OSError as exc:
         raise ValueError(f"cannot write {dst}: {exc.strerror or exc}") from None
     return info
