@@ -116,6 +116,7 @@ def test_streaming_stats_match_numpy():
 
 
 @needs_pytorch_fid
+@pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated")  # pytorch-fid's sqrtm call on SciPy >= 1.16
 def test_frechet_distance_matches_pytorch_fid(monkeypatch):
     stub_torchvision(monkeypatch)
     from pytorch_fid.fid_score import calculate_frechet_distance
@@ -130,6 +131,7 @@ def test_frechet_distance_matches_pytorch_fid(monkeypatch):
         stats = [(x.mean(0), np.cov(x, rowvar=False)) for x in (a, b)]
         want = calculate_frechet_distance(*stats[0], *stats[1])
         assert frechet_distance(*stats[0], *stats[1]) == pytest.approx(want, rel=1e-7, abs=1e-9), name
+    assert want == pytest.approx(64 * 0.25 ** 2, rel=1e-9)  # a pure shift: only ‖μ1 − μ2‖² remains
     assert frechet_distance(*stats[0], *stats[0]) == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(ValueError, match="covariances"):
         frechet_distance(stats[0][0], stats[0][1][:3, :3], *stats[1])
@@ -193,7 +195,7 @@ def test_inception_matches_pytorch_fid(monkeypatch, tmp_path):
     from pytorch_fid.inception import InceptionV3
 
     reference = InceptionV3(resize_input=False).eval()  # strict load_state_dict of `state` inside
-    x01 = torch.rand(1, 3, 75, 75, generator=torch.Generator().manual_seed(0))  # the smallest valid input
+    x01 = torch.rand(1, 3, 139, 139, generator=torch.Generator().manual_seed(0))  # 3x3 maps at Mixed_7b/7c
     with torch.no_grad():
         want = reference(x01)[0].flatten(1)
     assert want.std() > 0.05  # features that carry signal
@@ -394,6 +396,16 @@ def test_cli_prints_one_json_line(tmp_path, capsys, digits):
     result = json.loads(out[0])
     assert result["metric"] == "latent_classification" and result["n_train"] + result["n_test"] == 120
     assert result["checkpoint"] == str(ckpt)
+
+
+def test_cli_names_the_checkpoint_it_fell_back_to(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    save_checkpoint(MLP, run_dir / "checkpoints" / "ckpt-000000000100.pt")
+    (run_dir / "checkpoints" / "ckpt-000000000200.pt").write_bytes(b"truncated")
+    code, out, err = run_cli(["classify", run_dir, "--num", 120], capsys)
+    assert code == 0 and len(out) == 1 and json.loads(out[0])["checkpoint"].endswith("ckpt-000000000100.pt")
+    assert len(err) == 1 and "1 unreadable checkpoint(s) skipped" in err[0]
 
 
 def test_cli_fid_and_recon_json(tmp_path, capsys, monkeypatch):

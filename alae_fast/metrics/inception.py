@@ -19,7 +19,8 @@ from torch import nn
 from alae_fast.metrics.weights import load_into, load_state_dict_file
 
 FEATURE_DIM = 2048
-EXPECTED = "an inception_v3 state_dict in torchvision's layout, such as pytorch-fid's pt_inception-2015-12-05-6726825d.pth"
+EXPECTED = ("an inception_v3 state_dict in torchvision's layout, such as pytorch-fid's "
+            "pt_inception-2015-12-05-6726825d.pth")
 
 
 class BasicConv2d(nn.Module):
