@@ -499,3 +499,12 @@ def test_cli_mistakes_end_in_one_line(case, bad_files, capsys):
     assert len(err) == 1, err
     assert argument in err[0] and reason in err[0], err[0]
     assert "Traceback" not in err[0] and "weights_only" not in err[0].replace("weights-only", "")
+
+
+def test_the_issue_case_through_alae_fast_cli(bad_files, capsys):
+    from alae_fast.cli import main as alae_fast_main
+
+    code = alae_fast_main(["metrics", "fid", str(bad_files / "style.pt"), "--data", "builtin:digits",
+                           "--inception", "/missing.pth"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("alae-fast metrics fid: error: --inception: ")

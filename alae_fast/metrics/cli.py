@@ -61,7 +61,8 @@ def build_parser(prog: str = "alae-fast metrics") -> argparse.ArgumentParser:
     p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="metric", required=True)
     common = OneLineParser(add_help=False)
-    common.add_argument("checkpoint", help="checkpoint file, run or checkpoint directory, converted official file")
+    common.add_argument("checkpoint", metavar="CHECKPOINT",
+                        help="checkpoint file, run or checkpoint directory, converted official file")
     common.add_argument("--weights", choices=("ema", "model"), default="ema")
     common.add_argument("--lod", type=int, default=None, help="level (default: the one the checkpoint was trained to)")
     common.add_argument("--batch", type=positive_int, default=32, help="images per forward pass")
