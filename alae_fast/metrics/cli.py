@@ -90,7 +90,7 @@ def build_parser(prog: str = "alae-fast metrics") -> argparse.ArgumentParser:
     return p
 
 
-def load_checkpoint(args, device):
+def checkpoint_and_level(args, device):
     """The Trained checkpoint of args.checkpoint at the level of --lod (checked against the model)."""
     path = Path(args.checkpoint)
     if not path.exists():
@@ -124,7 +124,7 @@ def run(args) -> dict:
             dist = LPIPSVGG(heads)
         with blame("--vgg"):
             dist = load_vgg_trunk(dist, args.vgg).to(device)
-    trained, lod = load_checkpoint(args, device)
+    trained, lod = checkpoint_and_level(args, device)
     model, common = trained.model, dict(lod=lod, device=device)
     result = {"checkpoint": str(trained.path)}
     if args.metric == "classify":
