@@ -1,4 +1,4 @@
-"""Latent classification (SPEC §3): 1-NN and linear-SVM accuracy of E(x) on a held-out split."""
+"""Latent classification: 1-NN and linear-SVM accuracy of E(x) on a held-out split (the ALAE paper's MNIST test)."""
 
 from __future__ import annotations
 

@@ -1,80 +1,161 @@
 """`alae-fast metrics {fid,ppl,recon,classify} CHECKPOINT ...`: each prints one line of JSON.
 
-Weights for the feature networks come from files (no downloads): --inception takes a
-torchvision-layout Inception-v3 state_dict (e.g. pytorch-fid's pt_inception-2015-12-05 file),
---vgg a torchvision VGG16 state_dict, --lpips-lin LPIPS's v0.1 vgg.pth linear heads.
+Feature networks load from files (no downloads): --inception takes an Inception-v3 state_dict in
+torchvision's layout (pytorch-fid's pt_inception-2015-12-05-6726825d.pth), --vgg torchvision's VGG16
+state_dict, --lpips-lin LPIPS's v0.1 vgg.pth heads (default: those of the installed lpips package).
+A mistake in the arguments ends in one line that names the argument, with exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
 
-import torch
-
+from alae_fast.cli.common import add_device_args, pick_device, positive_int
 from alae_fast.data import make_stream
-from alae_fast.infer import load_model
+from alae_fast.infer import load_trained
 from alae_fast.metrics.classify import labelled_data, latent_accuracy
 from alae_fast.metrics.fid import fid_model_vs_data
 from alae_fast.metrics.inception import load_inception
-from alae_fast.metrics.perceptual import load_lpips_vgg
+from alae_fast.metrics.perceptual import HEADS_EXPECTED, LPIPSVGG, load_lpips_heads, load_vgg_trunk
 from alae_fast.metrics.ppl import ppl_w
 from alae_fast.metrics.recon import image_batches, reconstruction_error
 
+CHECKPOINT_HINT = "give a checkpoint file or run directory of 'alae-fast train', or a file of 'alae-fast convert'"
+DATA_HINT = "give an image folder, a prepared TFRecord directory or builtin:<name>"
+
+
+class UsageError(Exception):
+    """A mistake in the command line; its message is one line that names the argument."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (usage is left to --help), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def first_line(exc: BaseException) -> str:
+    """exc's message cut to its first line, never repeating torch's advice to load a file unsafely."""
+    text = str(exc).strip()
+    if "weights_only" in text or "Weights only" in text:
+        return "not a weights-only torch file (it is not a torch file, or it pickles objects other than tensors)"
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+@contextmanager
+def blame(argument: str, hint: str = ""):
+    """Report an OSError/ValueError/RuntimeError raised while using `argument` as a UsageError naming it."""
+    try:
+        yield
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise UsageError(f"{argument}: {first_line(exc)}" + (f"; {hint}" if hint else "")) from None
+
 
 def build_parser(prog: str = "alae-fast metrics") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="metric", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("checkpoint", help="alae_fast checkpoint (.pt)")
+    common = OneLineParser(add_help=False)
+    common.add_argument("checkpoint", metavar="CHECKPOINT",
+                        help="checkpoint file, run or checkpoint directory, converted official file")
     common.add_argument("--weights", choices=("ema", "model"), default="ema")
-    common.add_argument("--lod", type=int, default=None, help="level (default: the highest)")
-    common.add_argument("--batch", type=int, default=32)
-    common.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    common.add_argument("--lod", type=int, default=None, help="level (default: the one the checkpoint was trained to)")
+    common.add_argument("--batch", type=positive_int, default=32, help="images per forward pass")
     common.add_argument("--seed", type=int, default=0)
+    add_device_args(common)
     fid = sub.add_parser("fid", parents=[common], help="FID against a dataset")
-    fid.add_argument("--inception", required=True, help="Inception-v3 weights file")
+    fid.add_argument("--inception", required=True, help="Inception-v3 weights file (torchvision layout)")
     fid.add_argument("--torchvision-inception", action="store_true",
-                     help="weights are torchvision's ImageNet ones (not the TF FID Inception)")
+                     help="the weights are torchvision's ImageNet ones, not the TF FID Inception")
     fid.add_argument("--data", required=True, help="dataset (path or builtin:<name>)")
-    fid.add_argument("--num", type=int, default=50_000, help="images per side")
+    fid.add_argument("--num", type=positive_int, default=50_000, help="images per side")
     fid.add_argument("--psi", type=float, default=None, help="truncation (default: none)")
-    ppl = sub.add_parser("ppl", parents=[common], help="perceptual path length in W")
-    ppl.add_argument("--vgg", required=True, help="VGG16 weights file")
-    ppl.add_argument("--lpips-lin", default=None, help="LPIPS v0.1 linear heads (vgg.pth)")
-    ppl.add_argument("--num", type=int, default=100_000)
+    ppl = sub.add_parser("ppl", parents=[common], help="perceptual path length in W (LPIPS VGG16)")
+    ppl.add_argument("--vgg", required=True, help="torchvision VGG16 weights file")
+    ppl.add_argument("--lpips-lin", default=None,
+                     help="LPIPS v0.1 heads (vgg.pth; default: the installed lpips package's)")
+    ppl.add_argument("--num", type=positive_int, default=100_000)
     ppl.add_argument("--crop", action="store_true", help="StyleGAN's face crop")
     rec = sub.add_parser("recon", parents=[common], help="reconstruction MSE/PSNR over a dataset")
     rec.add_argument("--data", required=True, help="dataset (path or builtin:<name>)")
-    rec.add_argument("--num", type=int, default=10_000)
+    rec.add_argument("--num", type=positive_int, default=10_000)
     cls = sub.add_parser("classify", parents=[common], help="1-NN / linear-SVM accuracy of E(x)")
     cls.add_argument("--data", default="builtin:digits", help="builtin:<name> or .npz (images, labels)")
-    cls.add_argument("--num", type=int, default=None)
+    cls.add_argument("--num", type=positive_int, default=None)
     return p
 
 
+def checkpoint_and_level(args, device):
+    """The Trained checkpoint of args.checkpoint at the level of --lod (checked against the model)."""
+    path = Path(args.checkpoint)
+    if not path.exists():
+        raise UsageError(f"CHECKPOINT: {path} does not exist; {CHECKPOINT_HINT}")
+    with warnings.catch_warnings(record=True) as skipped:  # unreadable newer checkpoints in a directory
+        warnings.simplefilter("always")
+        try:
+            trained = load_trained(path, args.weights, device)
+        except (OSError, ValueError, RuntimeError, TypeError, KeyError) as exc:
+            raise UsageError(f"CHECKPOINT: {path} is not a usable alae_fast checkpoint ({first_line(exc)}); "
+                             f"{CHECKPOINT_HINT}") from None
+    if skipped:
+        print(f"alae-fast metrics: warning: {len(skipped)} unreadable checkpoint(s) skipped; using {trained.path}",
+              file=sys.stderr)
+    lod = trained.lod if args.lod is None else args.lod
+    if not 0 <= lod <= trained.model.max_lod:
+        raise UsageError(f"--lod {lod}: this checkpoint's levels are 0..{trained.model.max_lod}")
+    return trained, lod
+
+
 def run(args) -> dict:
-    model = load_model(args.checkpoint, args.weights, args.device)
-    lod = model.max_lod if args.lod is None else args.lod
-    common = dict(lod=lod, device=args.device)
-    if args.metric == "classify":
-        images, labels = labelled_data(args.data)
-        return latent_accuracy(model, images, labels, num=args.num, seed=args.seed, **common)
+    with blame("--device"):
+        device = pick_device(args.device)
+    if args.metric == "fid":
+        with blame("--inception"):
+            net = load_inception(args.inception, fid_variant=not args.torchvision_inception).to(device)
     if args.metric == "ppl":
-        dist = load_lpips_vgg(args.vgg, args.lpips_lin).to(args.device)
-        return ppl_w(model, dist, args.num, args.batch, epsilon=1e-4, crop=args.crop, seed=args.seed, **common)
-    stream = make_stream(args.data, device=args.device, seed=args.seed)
+        with blame("--lpips-lin"):
+            heads = load_lpips_heads(args.lpips_lin)
+        with blame("--lpips-lin", f"give {HEADS_EXPECTED}"):
+            dist = LPIPSVGG(heads)
+        with blame("--vgg"):
+            dist = load_vgg_trunk(dist, args.vgg).to(device)
+    trained, lod = checkpoint_and_level(args, device)
+    model, common = trained.model, dict(lod=lod, device=device)
+    result = {"checkpoint": str(trained.path)}
+    if args.metric == "classify":
+        with blame("--data", "give builtin:<name> or an .npz with 'images' and 'labels'"):
+            images, labels = labelled_data(args.data)
+        return {**result, **latent_accuracy(model, images, labels, num=args.num, seed=args.seed, **common)}
+    if args.metric == "ppl":
+        return {**result, **ppl_w(model, dist, args.num, args.batch, crop=args.crop, seed=args.seed, **common)}
+    with blame("--data", DATA_HINT):
+        stream = make_stream(args.data, device=device, seed=args.seed)
     try:
+        if args.metric == "recon" and stream.channels != model.channels:
+            raise UsageError(f"--data: {args.data} has {stream.channels}-channel images, the model takes "
+                             f"{model.channels}")
         if args.metric == "recon":
-            return reconstruction_error(model, stream, args.num, args.batch, **common)
-        net = load_inception(args.inception, fid_variant=not args.torchvision_inception).to(args.device)
-        real = image_batches(stream, args.num, args.batch)
-        return fid_model_vs_data(model, net, real, args.num, args.batch, psi=args.psi, seed=args.seed, **common)
+            return {**result, **reconstruction_error(model, stream, args.num, args.batch, **common)}
+        real = image_batches(stream, args.num, args.batch, model.resolution(lod))
+        return {**result, **fid_model_vs_data(model, net, real, args.num, args.batch, psi=args.psi,
+                                              seed=args.seed, **common)}
     finally:
         stream.close()
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    print(json.dumps({"checkpoint": args.checkpoint, **run(args)}))
+    try:
+        print(json.dumps(run(args)))
+    except UsageError as exc:
+        print(f"alae-fast metrics {args.metric}: error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"alae-fast metrics {args.metric}: error: {first_line(exc)}", file=sys.stderr)
+        return 2
     return 0

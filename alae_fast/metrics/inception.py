@@ -12,13 +12,15 @@ torchvision's ImageNet weights. Input: images in [-1, 1], any size (resized to 2
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alae_fast.metrics.weights import load_into, load_state_dict_file
+
 FEATURE_DIM = 2048
+EXPECTED = ("an inception_v3 state_dict in torchvision's layout, such as pytorch-fid's "
+            "pt_inception-2015-12-05-6726825d.pth")
 
 
 class BasicConv2d(nn.Module):
@@ -171,16 +173,9 @@ class InceptionV3Features(nn.Module):
 
 
 def load_inception(path, fid_variant: bool = True) -> InceptionV3Features:
-    """InceptionV3Features with weights from a torchvision-layout state_dict file (no downloads)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"inception weights {path} do not exist")
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-    sd = sd.get("state_dict", sd)
-    sd = {k: v for k, v in sd.items() if not k.startswith(("fc.", "AuxLogits."))}
+    """InceptionV3Features with weights from a torchvision-layout state_dict file (no downloads);
+    the classifier (fc.*) and auxiliary head (AuxLogits.*) are ignored."""
     net = InceptionV3Features(fid_variant)
-    missing, unexpected = net.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"inception weights {path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]} "
-                         "(expected torchvision's inception_v3 layout)")
+    load_into(net, load_state_dict_file(path, "Inception-v3 weights", EXPECTED), "", "Inception-v3 weights",
+              path, EXPECTED)
     return net.eval().requires_grad_(False)

@@ -1,27 +1,38 @@
-"""An LPIPS-style VGG16 distance for PPL, in plain torch.nn (weights from files, no downloads).
+"""LPIPS v0.1 with a VGG16 trunk (Zhang et al., 2018), the distance of StyleGAN's and ALAE's PPL.
 
-VGG16 keys follow torchvision's `vgg16().features` layout: features.{0,2,5,7,10,12,14,17,19,21,
-24,26,28}.{weight,bias} (classifier.* keys are ignored). Optional LPIPS linear heads use the
-layout of LPIPS's `weights/v0.1/vgg.pth`: lin{0..4}.model.1.weight [1, C, 1, 1]; without them every
-channel weighs 1/C. The distance is Σ_layers mean_HW Σ_C w_c (f̂₁ − f̂₂)², with f̂ the
-features at relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 normalised to unit length over channels.
+d(x, y) = Σ_k mean_HW Σ_C w_kc (f̂_k(x) − f̂_k(y))², with f̂_k the trunk's features at relu1_2,
+relu2_2, relu3_3, relu4_3 and relu5_3, each normalised to unit length over channels, and w_k the
+published linear heads. Both come from files (no downloads):
+
+- trunk: torchvision's VGG16 state_dict (`torch.save(torchvision.models.vgg16(weights="IMAGENET1K_V1")
+  .state_dict(), path)`, i.e. torchvision's vgg16-397923af.pth): keys features.{0,2,5,7,10,12,14,17,
+  19,21,24,26,28}.{weight,bias}; classifier.* keys are ignored.
+- heads: LPIPS's weights/v0.1/vgg.pth (lin{0..4}.model.1.weight, [1, C, 1, 1], non-negative), found in
+  the installed `lpips` package (`pip install --no-deps lpips==0.1.4`; it is read, never imported) or
+  given as a file.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
 from torch import nn
 
-VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+from alae_fast.metrics.weights import load_into, load_state_dict_file
+
+VGG16_WIDTHS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 TAPS = (3, 8, 15, 22, 29)  # indices of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 in `features`
-# LPIPS's input scaling: x in [-1, 1] -> (x - shift) / scale
-SHIFT = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
-SCALE = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
+# LPIPS's input scaling: x in [-1, 1] -> (x - SHIFT) / SCALE
+SHIFT = (-0.030, -0.088, -0.188)
+SCALE = (0.458, 0.448, 0.450)
+VGG_EXPECTED = "torchvision's vgg16 state_dict (features.N.weight/bias, e.g. vgg16-397923af.pth)"
+HEADS_EXPECTED = "LPIPS's weights/v0.1/vgg.pth (lin0..lin4.model.1.weight)"
 
 
-def vgg16_features(widths=VGG16_CFG) -> nn.Sequential:
+def vgg16_features(widths=VGG16_WIDTHS) -> nn.Sequential:
+    """torchvision's vgg16().features layout: 3x3 conv + ReLU per width, 2x2 max pool per "M"."""
     layers, cin = [], 3
     for w in widths:
         if w == "M":
@@ -33,58 +44,76 @@ def vgg16_features(widths=VGG16_CFG) -> nn.Sequential:
 
 
 class LPIPSVGG(nn.Module):
-    """d(x, y) [N] for images in [-1, 1]. `widths` lets tests build a tiny stand-in."""
+    """d(x, y) -> [N] for images [N, 3 or 1, H, W] in [-1, 1] (1 channel is repeated to 3).
 
-    def __init__(self, widths=VGG16_CFG):
+    heads: five non-negative [1, C_k, 1, 1] tensors, one per tap. `widths` sets the trunk's conv widths
+    ("M" = max pool); the default is VGG16's, narrower ones serve tests.
+    """
+
+    def __init__(self, heads, widths=VGG16_WIDTHS):
         super().__init__()
-        self.features = vgg16_features(widths)
-        chans = [m.out_channels for m in self.features if isinstance(m, nn.Conv2d)]
-        tap_chans = [chans[sum(1 for m in self.features[:t] if isinstance(m, nn.Conv2d)) - 1] for t in TAPS]
-        for k, c in enumerate(tap_chans):
-            self.register_buffer(f"lin{k}", torch.full((1, c, 1, 1), 1.0 / c))
-        self.register_buffer("shift", SHIFT.clone(), persistent=False)
-        self.register_buffer("scale", SCALE.clone(), persistent=False)
-
-    def _taps(self, x):
-        out = []
-        for i, layer in enumerate(self.features[:TAPS[-1] + 1]):
-            x = layer(x)
-            if i in TAPS:
-                out.append(x / (x.square().sum(1, keepdim=True).sqrt() + 1e-10))
-        return out
+        self.features = vgg16_features(widths)[:TAPS[-1] + 1]
+        tap_channels = [next(m.out_channels for m in reversed(self.features[:t]) if isinstance(m, nn.Conv2d))
+                        for t in TAPS]
+        heads = list(heads)
+        if len(heads) != len(TAPS):
+            raise ValueError(f"LPIPSVGG: argument 'heads' must hold {len(TAPS)} tensors, got {len(heads)}")
+        for k, (head, c) in enumerate(zip(heads, tap_channels)):
+            if tuple(head.shape) != (1, c, 1, 1):
+                raise ValueError(f"LPIPSVGG: heads[{k}] must have shape [1, {c}, 1, 1], got {list(head.shape)}")
+            if (head < 0).any():
+                raise ValueError(f"LPIPSVGG: heads[{k}] has negative weights; LPIPS heads are non-negative")
+            self.register_buffer(f"lin{k}", head.detach().float().clone())
+        self.register_buffer("shift", torch.tensor(SHIFT).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("scale", torch.tensor(SCALE).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if x.shape[1] == 1:
-            x, y = x.expand(-1, 3, -1, -1), y.expand(-1, 3, -1, -1)
-        fx = self._taps((x - self.shift) / self.scale)
-        fy = self._taps((y - self.shift) / self.scale)
-        return sum(((a - b).square() * getattr(self, f"lin{k}")).sum(1).mean((1, 2))
-                   for k, (a, b) in enumerate(zip(fx, fy)))
+        if x.shape != y.shape or x.dim() != 4 or x.shape[1] not in (1, 3):
+            raise ValueError(f"LPIPSVGG: arguments 'x' and 'y' must both be [N, 1 or 3, H, W], "
+                             f"got {list(x.shape)} and {list(y.shape)}")
+        h = (torch.cat([x, y]).expand(-1, 3, -1, -1) - self.shift) / self.scale  # one trunk pass for both
+        dist = 0
+        for i, layer in enumerate(self.features):
+            h = layer(h)
+            if i in TAPS:
+                unit = h / (h.square().sum(1, keepdim=True).sqrt() + 1e-10)
+                fx, fy = unit.chunk(2)
+                dist = dist + ((fx - fy).square() * getattr(self, f"lin{TAPS.index(i)}")).sum(1).mean((1, 2))
+        return dist
 
 
-def load_lpips_vgg(vgg_path, lin_path=None) -> LPIPSVGG:
-    """LPIPSVGG with torchvision VGG16 weights and, optionally, LPIPS v0.1 linear heads."""
-    net = LPIPSVGG()
-    sd = _load(vgg_path, "VGG16 weights")
-    sd = {k: v for k, v in sd.items() if k.startswith("features.")}
-    missing, unexpected = net.features.load_state_dict({k[9:]: v for k, v in sd.items()}, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"VGG16 weights {vgg_path}: missing {missing[:5]}, unexpected {unexpected[:5]} "
-                         "(expected torchvision's vgg16 'features.N.weight' layout)")
-    if lin_path is not None:
-        lin = _load(lin_path, "LPIPS linear weights")
-        for k in range(len(TAPS)):
-            key = f"lin{k}.model.1.weight"
-            if key not in lin or lin[key].shape != getattr(net, f"lin{k}").shape:
-                raise ValueError(f"LPIPS linear weights {lin_path}: need {key} of shape "
-                                 f"{list(getattr(net, f'lin{k}').shape)}")
-            getattr(net, f"lin{k}").copy_(lin[key])
+def installed_lpips_heads(net: str = "vgg") -> Path | None:
+    """The v0.1 heads file shipped in the installed `lpips` package, or None. The package is located,
+    not imported (importing it needs torchvision)."""
+    spec = importlib.util.find_spec("lpips")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "weights" / "v0.1" / f"{net}.pth"
+    return path if path.is_file() else None
+
+
+def load_lpips_heads(path=None) -> list[torch.Tensor]:
+    """The five VGG heads from `path`, or from the installed lpips package when path is None."""
+    if path is None:
+        path = installed_lpips_heads()
+        if path is None:
+            raise ValueError("no LPIPS heads given and the lpips package is not installed; give "
+                             f"{HEADS_EXPECTED}, or install it: python3 -m pip install --no-deps lpips==0.1.4")
+    state = load_state_dict_file(path, "LPIPS heads", HEADS_EXPECTED)
+    keys = [f"lin{k}.model.1.weight" for k in range(len(TAPS))]
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise ValueError(f"LPIPS heads {path} lack {', '.join(missing)}; give {HEADS_EXPECTED}")
+    return [state[k] for k in keys]
+
+
+def load_vgg_trunk(net: LPIPSVGG, path) -> LPIPSVGG:
+    """net with its trunk read from a torchvision VGG16 file, in eval mode without gradients."""
+    state = load_state_dict_file(path, "VGG16 weights", VGG_EXPECTED)
+    load_into(net.features, state, "features.", "VGG16 weights", path, VGG_EXPECTED)
     return net.eval().requires_grad_(False)
 
 
-def _load(path, what: str) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} do not exist")
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-    return sd.get("state_dict", sd)
+def load_lpips_vgg(vgg_path, heads_path=None) -> LPIPSVGG:
+    """LPIPSVGG from a torchvision VGG16 file and LPIPS's v0.1 heads (default: the installed lpips package's)."""
+    return load_vgg_trunk(LPIPSVGG(load_lpips_heads(heads_path)), vgg_path)
