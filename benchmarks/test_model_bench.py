@@ -1,17 +1,17 @@
-"""Whole-model throughput: one ALAE training iteration (SPEC §5) and inference, per lod.
+"""Whole-model throughput: the shipped training step (alae_fast.train.step.ALAEStep, the code the
+Trainer runs) per lod, and inference.
 
-Training: every lod of celeba-hq256 and the 512² and 1024² lods of ffhq, at the per-GPU
-batch of the official schedule (benchmarks/shapes.py), GPU only. Lods > 0 are timed in a
-transition (blend 0.5), which also runs the blend ops. Variants:
-  fp32-eager-ref     the official setting: fp32, eager, reference ops, plain Adam
-  bf16-eager-ref     bf16 autocast, eager, reference ops
-  bf16-compile-ref   bf16 autocast, reference ops, F/G/E/D methods under torch.compile. AOTAutograd
-                     cannot differentiate its compiled backward again, so when R1's double
-                     backward fails through the compiled E∘D, the R1 branch (real images) runs
-                     eager and everything else stays compiled; extra_info['compile'] says which ran.
-  bf16-fused-<b>     bf16 autocast, eager, fused kernels of backend b
-The non-official variants use Adam(fused=True) on CUDA. report.py projects the full ffhq
-schedule's wall time from these numbers.
+Training: every lod of celeba-hq256 and the 512² and 1024² lods of ffhq, at the per-GPU batch of the
+official schedule (benchmarks/shapes.py), GPU only, timed at the stable phase of each level (blend 1;
+the blend ops of a transition cost next to nothing). Every variant uses fused Adam and cudnn.benchmark on
+CUDA, as the trainer does:
+  fp32-eager          the official setting: fp32, eager, reference ops
+  bf16-eager          bf16 autocast, eager, reference ops
+  bf16-compile        bf16 autocast, reference ops; the step's generation, G and AE forwards under
+                      torch.compile(fullgraph=True), compiled once per lod. The D step stays eager:
+                      AOTAutograd cannot differentiate its compiled backward again for R1.
+  bf16-fused-<b>      bf16 autocast, eager, the fused kernels of backend b
+report.py projects the full ffhq schedule's wall time from these numbers.
 """
 
 from __future__ import annotations
@@ -20,17 +20,12 @@ import dataclasses
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from alae_fast import ops
+from alae_fast.models import ModelConfig, build_model
+from alae_fast.train.step import ALAEStep, StepOptions
 from benchmarks import shapes, timing
 from benchmarks.conftest import device_name, option_list
 
-models = pytest.importorskip("alae_fast.models", reason="alae_fast.models is not importable yet")
-
-R1_GAMMA = 10.0
-MIXING = 0.9
-LR = 0.0015
 INFER_BATCH = 32
 TRAIN_LODS = [("celeba-hq256", lod) for lod in range(7)] + [("ffhq", 7), ("ffhq", 8)]
 INFER_LODS = [("celeba-hq256", 6), ("ffhq", 7), ("ffhq", 8)]
@@ -40,121 +35,27 @@ INFER_LODS = [("celeba-hq256", 6), ("ffhq", 7), ("ffhq", 8)]
 class Variant:
     name: str
     impl: str
-    autocast: torch.dtype | None
+    precision: str
     compile: bool = False
 
 
-VARIANTS = [Variant("fp32-eager-ref", "ref", None), Variant("bf16-eager-ref", "ref", torch.bfloat16),
-            Variant("bf16-compile-ref", "ref", torch.bfloat16, compile=True),
-            Variant("bf16-fused-cuda", "cuda", torch.bfloat16), Variant("bf16-fused-triton", "triton", torch.bfloat16)]
+VARIANTS = [Variant("fp32-eager", "ref", "fp32"), Variant("bf16-eager", "ref", "bf16"),
+            Variant("bf16-compile", "ref", "bf16", compile=True),
+            Variant("bf16-fused-cuda", "cuda", "bf16"), Variant("bf16-fused-triton", "triton", "bf16")]
 
 
 def build(cfg: shapes.Config, variant: Variant, device: torch.device):
-    model_cfg = models.ModelConfig(kind="style", layer_count=cfg.layer_count, startf=cfg.startf, maxf=cfg.maxf,
-                                   latent_size=cfg.latent, mapping_layers=cfg.mapping_layers,
-                                   channels=cfg.channels, impl=variant.impl)
-    return models.build_model(model_cfg).to(device)
+    model_cfg = ModelConfig(kind="style", layer_count=cfg.layer_count, startf=cfg.startf, maxf=cfg.maxf,
+                            latent_size=cfg.latent, mapping_layers=cfg.mapping_layers, channels=cfg.channels,
+                            impl=variant.impl)
+    return build_model(model_cfg).to(device)
 
 
-class Nets:
-    """The model's F/G/E/D entry points, compiled for the compile variant."""
-
-    def __init__(self, model, variant: Variant):
-        self.model = model
-        wrap = torch.compile if variant.compile else (lambda f: f)
-        self.styles, self.generate = wrap(model.styles), wrap(model.generate)
-        self.encode, self.discriminate = wrap(model.encode), wrap(model.discriminate)
-        self.eager_r1 = False  # set when the compiled E∘D cannot run R1's double backward
-
-    def d_of_e(self, x, lod, blend, r1: bool = False):
-        if r1 and self.eager_r1:
-            return self.model.discriminate(self.model.encode(x, lod, blend))
-        return self.discriminate(self.encode(x, lod, blend))
-
-
-class Iteration:
-    """One ALAE iteration: D/E step with R1, G step with E and D frozen, latent-AE step; Adam."""
-
-    def __init__(self, model, variant: Variant, lod: int, blend: float, batch: int, device: torch.device):
-        self.model, self.variant, self.lod, self.blend, self.batch, self.device = model, variant, lod, blend, batch, device
-        fused = device.type == "cuda" and variant.name != "fp32-eager-ref"
-        adam = dict(lr=LR, betas=(0.0, 0.99), eps=1e-8, fused=fused or None)
-        self.ed, self.fg = list(model.parameters_ed()), list(model.parameters_fg())
-        self.opt_ed, self.opt_fg = torch.optim.Adam(self.ed, **adam), torch.optim.Adam(self.fg, **adam)
-        self.nets = Nets(model, variant)
-        res = model.resolution(lod)
-        self.real = torch.rand(batch, model.channels, res, res, device=device) * 2 - 1
-
-    def _autocast(self):
-        dtype = self.variant.autocast
-        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
-
-    def _z(self):
-        return torch.randn(self.batch, self.model.latent_size, device=self.device)
-
-    def _real(self):
-        if self.blend >= 1.0:
-            return self.real
-        return ops.blend_real(self.real, self.blend, impl=self.variant.impl)
-
-    def _fake(self, mixing):
-        return self.nets.generate(self.nets.styles(self._z(), self.lod, mixing), self.lod, self.blend)
-
-    def step_d(self):
-        n, lod, blend = self.nets, self.lod, self.blend
-        with self._autocast():
-            with torch.no_grad():
-                fake = self._fake(MIXING)
-            x = self._real().detach().requires_grad_(True)
-            d_real = n.d_of_e(x, lod, blend, r1=True)
-            (grad,) = torch.autograd.grad(d_real.float().sum(), x, create_graph=True)
-            r1 = grad.float().square().sum((1, 2, 3)).mean() * (R1_GAMMA / 2)
-            loss = F.softplus(n.d_of_e(fake, lod, blend).float()).mean() + F.softplus(-d_real.float()).mean() + r1
-        self.opt_ed.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_ed.step()
-        return loss
-
-    def step_g(self):
-        for p in self.ed:
-            p.requires_grad_(False)
-        with self._autocast():
-            loss = F.softplus(-self.nets.d_of_e(self._fake(MIXING), self.lod, self.blend).float()).mean()
-        self.opt_fg.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_fg.step()
-        for p in self.ed:
-            p.requires_grad_(True)
-        return loss
-
-    def step_ae(self):
-        n = self.nets
-        with self._autocast():
-            ws = n.styles(self._z(), self.lod, 0.0)
-            w_rec = n.encode(n.generate(ws, self.lod, self.blend), self.lod, self.blend)
-            loss = (w_rec.float() - ws[:, 0].detach().float()).square().mean()
-        self.opt_ed.zero_grad(set_to_none=True)
-        self.opt_fg.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_ed.step()
-        self.opt_fg.step()
-        return loss
-
-    def __call__(self):
-        return self.step_d(), self.step_g(), self.step_ae()
-
-    def first(self) -> str:
-        """Runs one iteration; for the compile variant falls back to an eager R1 branch if needed."""
-        if not self.variant.compile:
-            self()
-            return "none"
-        try:
-            self()
-            return "F/G/E/D compiled, R1 through compiled E∘D"
-        except RuntimeError as exc:
-            self.nets.eager_r1 = True
-            self()
-            return f"F/G/E/D compiled; R1 branch eager ({str(exc).splitlines()[0][:120]})"
+def training_step(model, variant: Variant, lod: int, device: torch.device) -> ALAEStep:
+    torch.backends.cudnn.benchmark = True
+    step = ALAEStep(model, StepOptions(precision=variant.precision, compile=variant.compile), device=device)
+    step.begin_lod(lod, 0.0015)
+    return step
 
 
 def _skip_unavailable(variant: Variant, device: torch.device):
@@ -170,13 +71,19 @@ def _variants(config):
     return [v for v in VARIANTS if wanted is None or v.impl in wanted or (v.compile and "compile" in wanted)]
 
 
+def _lods(config, table):
+    configs, lods = option_list(config, "configs"), option_list(config, "lods")
+    return [(c, lod) for c, lod in table
+            if (configs is None or c in configs) and (lods is None or str(lod) in lods)]
+
+
 def pytest_generate_tests(metafunc):
     if "variant" in metafunc.fixturenames and "train_lod" in metafunc.fixturenames:
         metafunc.parametrize("variant", _variants(metafunc.config), ids=lambda v: v.name)
-        metafunc.parametrize("train_lod", TRAIN_LODS, ids=lambda c: f"{c[0]}-lod{c[1]}")
+        metafunc.parametrize("train_lod", _lods(metafunc.config, TRAIN_LODS), ids=lambda c: f"{c[0]}-lod{c[1]}")
     elif "variant" in metafunc.fixturenames and "infer_lod" in metafunc.fixturenames:
         metafunc.parametrize("variant", _variants(metafunc.config), ids=lambda v: v.name)
-        metafunc.parametrize("infer_lod", INFER_LODS, ids=lambda c: f"{c[0]}-lod{c[1]}")
+        metafunc.parametrize("infer_lod", _lods(metafunc.config, INFER_LODS), ids=lambda c: f"{c[0]}-lod{c[1]}")
 
 
 def _record(benchmark, device, **info):
@@ -188,15 +95,23 @@ def test_train_iteration(benchmark, variant, train_lod, device):
     _skip_unavailable(variant, device)
     cfg_name, lod = train_lod
     cfg = shapes.CONFIGS[cfg_name]
-    batch, blend = cfg.batch(lod), (0.5 if lod > 0 else 1.0)
-    it = Iteration(build(cfg, variant, device), variant, lod, blend, batch, device)
-    compiled = it.first()
+    batch = cfg.batch(lod)
+    model = build(cfg, variant, device)
+    step = training_step(model, variant, lod, device)
+    res = model.resolution(lod)
+    real = torch.rand(batch, cfg.channels, res, res, device=device) * 2 - 1
+
+    def iteration():
+        return step(real, lod, 1.0)
+
+    iteration()  # compiles the compile variant (and proves its compiled path ran)
     with timing.PeakMemory(device) as peak:
-        stats = timing.measure([it], device, warmup=3, reps=10, min_s=1.0, max_reps=50)
-    benchmark.pedantic(lambda: (it(), timing.sync(device)), rounds=3)
+        stats = timing.measure([iteration], device, warmup=3, reps=10, min_s=1.0, max_reps=50)
+    benchmark.pedantic(lambda: (iteration(), timing.sync(device)), rounds=3)
     _record(benchmark, device, kind="train", variant=variant.name, config=cfg_name, lod=lod,
-            resolution=cfg.resolution(lod), batch=batch, blend=blend, **stats,
-            img_per_s=batch / stats["median_s"], peak_mem_bytes=peak.peak, compile=compiled)
+            resolution=cfg.resolution(lod), batch=batch, blend=1.0, **stats,
+            img_per_s=batch / stats["median_s"], peak_mem_bytes=peak.peak,
+            compile="generation, G and AE forwards; D eager" if variant.compile else "none")
 
 
 @pytest.mark.gpu
@@ -206,15 +121,16 @@ def test_inference(benchmark, variant, infer_lod, what, device):
     cfg_name, lod = infer_lod
     cfg = shapes.CONFIGS[cfg_name]
     model = build(cfg, variant, device).eval()
-    nets = Nets(model, variant)
     res = model.resolution(lod)
     ws = model.styles(torch.randn(INFER_BATCH, cfg.latent, device=device), lod, 0.0)
     x = torch.rand(INFER_BATCH, cfg.channels, res, res, device=device) * 2 - 1
-    run = (lambda: nets.generate(ws, lod, 1.0)) if what == "generate" else (lambda: nets.encode(x, lod, 1.0))
+    run = (lambda: model.generate(ws, lod, 1.0)) if what == "generate" else (lambda: model.encode(x, lod, 1.0))
+    run = torch.compile(run, fullgraph=True) if variant.compile else run
+    dtype = torch.bfloat16 if variant.precision == "bf16" else None
 
     def call():
-        with torch.inference_mode(), torch.autocast(device.type, dtype=variant.autocast or torch.float32,
-                                                    enabled=variant.autocast is not None):
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
+                                                    enabled=dtype is not None):
             return run()
 
     with timing.PeakMemory(device) as peak:
@@ -231,15 +147,19 @@ SMOKE_CFG = shapes.Config("smoke", 3, 8, 16, 16, 2, 3, 1, 3, (32, 32, 32), 0)
 @pytest.mark.smoke
 @pytest.mark.parametrize("impl", ["ref", "cpu"])
 def test_train_iteration_smoke(benchmark, impl):
-    """A tiny config, one iteration on the CPU: losses finite and every optimizer moves its weights."""
+    """A tiny config, one iteration of the shipped step on the CPU: losses finite, nothing skipped, and
+    both optimizers move their weights."""
     cpu = torch.device("cpu")
-    variant = Variant(f"fp32-eager-{impl}", impl, None)
+    variant = Variant(f"fp32-eager-{impl}", impl, "fp32")
     _skip_unavailable(variant, cpu)
     torch.manual_seed(0)
     lod = SMOKE_CFG.layer_count - 1
-    it = Iteration(build(SMOKE_CFG, variant, cpu), variant, lod, 0.5, 4, cpu)
-    before = [p.detach().clone() for p in it.ed + it.fg]
-    losses = benchmark.pedantic(it, rounds=1)
-    assert all(torch.isfinite(loss) for loss in losses), losses
-    moved = [not torch.equal(b, p) for b, p in zip(before, it.ed + it.fg)]
-    assert any(moved[:len(it.ed)]) and any(moved[len(it.ed):]), "an optimizer did not update its weights"
+    model = build(SMOKE_CFG, variant, cpu)
+    step = training_step(model, variant, lod, cpu)
+    ed, fg = list(model.parameters_ed()), list(model.parameters_fg())
+    before = [p.detach().clone() for p in ed + fg]
+    real = torch.rand(4, SMOKE_CFG.channels, model.resolution(lod), model.resolution(lod)) * 2 - 1
+    stats = benchmark.pedantic(lambda: step(real, lod, 0.5), rounds=1)
+    assert stats["skipped"] == 0 and all(torch.isfinite(torch.as_tensor(v)) for v in stats.values()), stats
+    moved = [not torch.equal(b, p) for b, p in zip(before, ed + fg)]
+    assert any(moved[:len(ed)]) and any(moved[len(ed):]), "an optimizer did not update its weights"

@@ -34,6 +34,8 @@ class StepOptions:
     noise: str = "random"          # the generator's noise mode while training
     fused_adam: bool | None = None  # None: fused Adam on CUDA, the foreach one elsewhere
     guard: bool = True             # skip updates whose loss or gradients are not finite
+    compile: bool = False          # torch.compile(fullgraph=True) the generation, G and AE steps, per lod
+    compile_backend: str = "inductor"
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -73,11 +75,12 @@ class LatentSampler:
         z = torch.randn(n * self.world_size, self.latent_size, device=self.draw_device, generator=self.z_gen)
         return z[self.rank * n:(self.rank + 1) * n].to(self.device)
 
-    def styles(self, model, n: int, lod: int, mixing: bool = True) -> torch.Tensor:
-        """[n, num_ws, ℓ] styles; style-mixed with the model's probability when `mixing`."""
+    def draw(self, model, n: int, lod: int, mixing: bool = True):
+        """(z, z2, cutoff) for model.mixed_styles: style-mixed with the model's probability when `mixing`
+        (z2 and cutoff are None without mixing)."""
         cutoff = model.mixing_cutoff(lod, None if mixing else 0.0, generator=self.mix_gen)
         z = self.z(n)
-        return model.mixed_styles(z, None if cutoff is None else self.z(n), cutoff)
+        return z, None if cutoff is None else self.z(n), cutoff
 
     def state_dict(self) -> dict:
         return {"z": self.z_gen.get_state(), "mix": self.mix_gen.get_state()}
@@ -104,6 +107,8 @@ class ALAEStep:
         self.lod: int | None = None  # the level the optimizers belong to
         self.opt_ed = self.opt_fg = None
         self.d_steps = 0
+        self._compiled: dict = {}  # per lod: the compiled forwards
+        self._checked: set = set()
 
     # ---- optimizers ---------------------------------------------------------------------------------
     def begin_lod(self, lod: int, lr: float) -> None:
@@ -114,6 +119,9 @@ class ALAEStep:
         self.opt_ed = torch.optim.Adam(list(self.model.parameters_ed()), **adam)
         self.opt_fg = torch.optim.Adam(list(self.model.parameters_fg()), **adam)
         self.lod = lod
+        if o.compile:  # new shapes: start from a clean cache rather than pile up recompiles
+            torch._dynamo.reset()
+            self._compiled, self._checked = {}, set()
 
     def autocast(self):
         dtype = PRECISIONS[self.options.precision]
@@ -146,11 +154,52 @@ class ALAEStep:
         return applied
 
     # ---- the three steps ----------------------------------------------------------------------------
+    # Each forward is a function of tensors and (lod, blend), so the same code runs eager or compiled.
+    def _fake_images(self, z, z2, cutoff, lod, blend):
+        m = self.model
+        with torch.no_grad(), self.autocast():
+            ws = m.mixed_styles(z, z2, cutoff)
+            return m.generate(ws, lod, blend, noise=self.options.noise), ws[:, 0].mean(0)
+
+    def _g_loss(self, z, z2, cutoff, lod, blend):
+        m = self.model
+        with self.autocast():
+            ws = m.mixed_styles(z, z2, cutoff)
+            logits = m.discriminate(m.encode(m.generate(ws, lod, blend, noise=self.options.noise), lod, blend))
+        return losses.g_adversarial(logits), ws[:, 0].mean(0)
+
+    def _ae_loss(self, z, lod, blend):
+        m = self.model
+        with self.autocast():
+            ws = m.mixed_styles(z, None, None)
+            w_rec = m.encode(m.generate(ws, lod, blend, noise=self.options.noise), lod, blend)
+        return losses.latent_ae(w_rec, ws[:, 0]), ws[:, 0].mean(0)
+
+    def _run(self, name: str, z, z2, cutoff, lod, blend):
+        """The forward `name` ('fake', 'g' or 'ae'), compiled when the options ask and the level is stable."""
+        eager = {"fake": self._fake_images, "g": self._g_loss, "ae": lambda z, z2, c, lod, blend: self._ae_loss(
+            z, lod, blend)}[name]
+        if not self.options.compile or blend < 1.0:
+            return eager(z, z2, cutoff, lod, blend)
+        # Compiled graphs take the mixing draw as tensors (always two latents) so that one graph serves
+        # every draw; a transition's changing blend would recompile every step, so transitions run eager.
+        z2 = z if z2 is None else z2
+        cutoff = torch.tensor(self.model.num_ws if cutoff is None else cutoff, device=z.device)
+        fn = self._compiled.get(name)
+        if fn is None:
+            fn = self._compiled[name] = torch.compile(eager, fullgraph=True, dynamic=False,
+                                                      backend=self.options.compile_backend)
+        frames = _compiled_frames()
+        out = fn(z, z2, cutoff, lod, blend)
+        if name not in self._checked:
+            if _compiled_frames() <= frames:
+                raise RuntimeError(f"ALAEStep: compile was asked for but the {name!r} step ran eagerly")
+            self._checked.add(name)
+        return out
+
     def d_step(self, real: torch.Tensor, lod: int, blend: float) -> dict:
         m, o = self.model, self.options
-        with torch.no_grad(), self.autocast():
-            ws = self.sampler.styles(m, real.shape[0], lod)
-            fake = m.generate(ws, lod, blend, noise=o.noise)
+        fake, w_mean = self._run("fake", *self.sampler.draw(m, real.shape[0], lod), lod, blend)
         k = int(o.r1_interval)
         with_r1 = o.r1_gamma > 0 and self.d_steps % k == 0
         self.d_steps += 1
@@ -164,26 +213,19 @@ class ALAEStep:
             r1 = losses.r1_penalty(real_logits, real, self.scaler)
             loss = loss + (o.r1_gamma / 2) * k * r1
             stats["r1"] = r1.detach()
-        stats["skipped"] = int(not self._apply(loss, [self.opt_ed], ws[:, 0].mean(0)))
+        stats["skipped"] = int(not self._apply(loss, [self.opt_ed], w_mean))
         return stats
 
     def g_step(self, batch: int, lod: int, blend: float) -> dict:
         m = self.model
         with frozen(m.encoder, m.mapping_d):
-            with self.autocast():
-                ws = self.sampler.styles(m, batch, lod)
-                logits = m.discriminate(m.encode(m.generate(ws, lod, blend, noise=self.options.noise), lod, blend))
-            loss = losses.g_adversarial(logits)
-            skipped = not self._apply(loss, [self.opt_fg], ws[:, 0].mean(0))
+            loss, w_mean = self._run("g", *self.sampler.draw(m, batch, lod), lod, blend)
+            skipped = not self._apply(loss, [self.opt_fg], w_mean)
         return {"loss_g": loss.detach(), "skipped": int(skipped)}
 
     def ae_step(self, batch: int, lod: int, blend: float) -> dict:
-        m = self.model
-        with self.autocast():
-            ws = self.sampler.styles(m, batch, lod, mixing=False)
-            w_rec = m.encode(m.generate(ws, lod, blend, noise=self.options.noise), lod, blend)
-        loss = losses.latent_ae(w_rec, ws[:, 0])
-        skipped = not self._apply(loss, [self.opt_ed, self.opt_fg], ws[:, 0].mean(0))
+        loss, w_mean = self._run("ae", *self.sampler.draw(self.model, batch, lod, mixing=False), lod, blend)
+        skipped = not self._apply(loss, [self.opt_ed, self.opt_fg], w_mean)
         return {"loss_ae": loss.detach(), "skipped": int(skipped)}
 
     def __call__(self, real: torch.Tensor, lod: int, blend: float) -> dict:
@@ -218,6 +260,13 @@ class ALAEStep:
             self.opt_fg.load_state_dict(state["opt_fg"])
         if state["scaler"] and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
+
+
+def _compiled_frames() -> int:
+    """How many frames dynamo has compiled so far (to prove a compiled path ran)."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
 
 
 def _finite(extra: torch.Tensor, params) -> bool:
