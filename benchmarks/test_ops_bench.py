@@ -6,7 +6,7 @@ Grid: op × backend × dtype × shape × mode. Backends: 'ref' (eager reference)
 layer shapes (benchmarks/shapes.py). A parity mismatch fails the case before any timing: the
 parity rule of alae_fast.ops.cases (at most 2x the error of the eager reference in the same
 dtype against the fp64 reference, both computed on the benchmark device). The torch.compile
-cases run after all others (they dominate the wall time), so a time limit cuts them first.
+cases run after all others (benchmarks/conftest.py), so a time limit cuts them first.
 
 Minimal bytes (each tensor read or written once):
   forward  = Σ inputs + Σ outputs
@@ -48,7 +48,7 @@ def _backends(device: torch.device) -> list[str]:
 
 
 def _grid(config) -> list[tuple]:
-    """(op, OpShape, dtype name, mode, backend): ref first within each group, compile cases last."""
+    """(op, OpShape, dtype name, mode, backend), baselines first within each group."""
     device = bench_device(config)
     ops = option_list(config, "ops") or list(CASES)
     dtypes = option_list(config, "dtypes") or list(DTYPES)
@@ -56,9 +56,8 @@ def _grid(config) -> list[tuple]:
     lods = option_list(config, "lods")
     lods = None if lods is None else [int(v) for v in lods]
     backends = [b for b in _backends(device) if b in (option_list(config, "backends") or _backends(device))]
-    grid = [(op, s, dt, mode, b) for op in ops for s in shapes.op_shapes(op, configs, lods)
+    return [(op, s, dt, mode, b) for op in ops for s in shapes.op_shapes(op, configs, lods)
             for dt in dtypes for mode in MODES for b in backends]
-    return sorted(grid, key=lambda case: case[-1] == "compile")  # stable: the compile cases last
 
 
 def pytest_generate_tests(metafunc):
