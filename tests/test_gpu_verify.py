@@ -104,16 +104,16 @@ def test_launch_every_kernel_on_cpu():
     assert "36 forward+backward launches on cpu" in done.stdout
 
 
-def _bench(tmp_path, *options):
+def _bench(*options):
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-disable",
                            "benchmarks/test_ops_bench.py", "-m", "smoke", "-k", "blend_real and ref and fp32-fwd]",
                            *options], capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
-def test_bench_time_limit_skips_and_case_timeout_fails(tmp_path):
-    late = _bench(tmp_path, "--bench-time-limit", "0")
+def test_bench_time_limit_skips_and_case_timeout_fails():
+    late = _bench("--bench-time-limit", "0")
     assert late.returncode == 0 and "1 skipped" in late.stdout, late.stdout
-    slow = _bench(tmp_path, "--bench-case-timeout", "0.000001")
+    slow = _bench("--bench-case-timeout", "0.000001")
     assert slow.returncode == 1 and "still running after" in slow.stdout, slow.stdout
 
 

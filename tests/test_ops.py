@@ -174,7 +174,7 @@ def _patched(function, module, name, value):
     return faulty
 
 
-def _std_gradient_dropped(x, bias, impl):
+def _std_gradient_dropped(x, bias, *, impl):
     y, style = ops.style_extract_ref(x, bias)
     c = x.shape[1]
     return y, torch.cat([style[:, :c], style[:, c:].detach()], 1)
