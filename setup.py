@@ -1,7 +1,8 @@
 """Builds alae_fast._C against the installed torch (always with --no-build-isolation).
 
 Without CUDA in torch it is a CppExtension (C++ CPU kernels); with CUDA torch and nvcc it
-is a CUDAExtension that adds csrc/cuda/*.cu. ALAE_FAST_BUILD_CUDA=0|1 forces either way.
+is a CUDAExtension that adds csrc/cuda/*.cu. ALAE_FAST_BUILD_CUDA=0|1 forces either way;
+ALAE_FAST_PTXAS_VERBOSE=1 adds -Xptxas=-v (registers, shared memory, spills per kernel).
 """
 
 import glob
@@ -48,6 +49,8 @@ def extension():
     if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
         os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCHS
     nvcc = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
+    if os.environ.get("ALAE_FAST_PTXAS_VERBOSE") == "1":
+        nvcc.append("-Xptxas=-v")
     return CUDAExtension(
         "alae_fast._C",
         sources + rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu"))),

@@ -1,9 +1,11 @@
-"""Render a pytest-benchmark JSON of this suite as Markdown tables and PNG plots.
+"""Render the suite's JSON files as Markdown tables and PNG plots.
 
-    python -m benchmarks.report BENCH.json [--out benchmarks/results/<device>/]
+    python -m benchmarks.report FILE.json [FILE.json ...] [--out benchmarks/results/<device>/] [--readme README.md]
 
-Writes report.md, the plots and a copy of the JSON into --out (default: a folder named after
-the device), and prints the Markdown. Every number comes from the JSON.
+FILEs are pytest-benchmark JSONs of this suite (ops and/or model) and, optionally, the env JSON
+of tools/gpu_env.py, whose measured copy bandwidth then is the "% copy BW" ceiling of every op
+row. Writes report.md, the plots and a copy of each FILE into --out (default: a folder named
+after the device), and prints the Markdown. Every number comes from the files.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from benchmarks import shapes
 
 BASELINES = ("ref", "compile")
 BACKEND_ORDER = ("ref", "compile", "cpu", "cuda", "triton")
+FUSED_VARIANT = "bf16-fused-"
+MODEL_BASELINES = ("bf16-eager-ref", "bf16-compile-ref")
+SLOWER = 0.98  # a speedup under this is listed as slower (smaller gaps are within timing noise)
 
 
 def slug(text: str) -> str:
@@ -30,12 +35,28 @@ def device_folder(info: dict) -> str:
     return name if info.get("device_type") == "cuda" else f"cpu-{name}"
 
 
-def load(path: str) -> tuple[dict, list[dict]]:
-    with open(path) as f:
-        data = json.load(f)
-    info = dict(data.get("machine_info", {}).get("alae_fast", {}))
-    info.setdefault("commit", data.get("commit_info", {}).get("id"))
-    return info, [b["extra_info"] for b in data["benchmarks"] if b.get("extra_info", {}).get("kind")]
+def load(paths) -> tuple[dict, dict | None, list[dict]]:
+    """(machine info, env JSON or None, benchmark entries) of the files; the env's copy bandwidth,
+    when there is one, becomes every op entry's ceiling."""
+    info, env, entries = {}, None, []
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        if data.get("kind") == "env":
+            env = data
+            continue
+        found = dict(data.get("machine_info", {}).get("alae_fast", {}))
+        found.setdefault("commit", data.get("commit_info", {}).get("id"))
+        info = info or found
+        entries += [b["extra_info"] for b in data["benchmarks"] if b.get("extra_info", {}).get("kind")]
+    if env:
+        for k in ("device", "device_type", "torch", "cuda", "triton", "commit"):
+            info.setdefault(k, env.get(k))
+        if env.get("copy_GBps"):
+            for e in entries:
+                if e["kind"] == "op":
+                    e["copy_GBps"], e["pct_copy_bw"] = env["copy_GBps"], 100 * e["GBps"] / env["copy_GBps"]
+    return info, env, entries
 
 
 def _key(e: dict) -> tuple:
@@ -55,14 +76,28 @@ def _fmt(value, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
-def header(info: dict, ops: list[dict], models: list[dict]) -> str:
+def ceilings(env: dict | None) -> str:
+    """The measured ceilings and the machine of tools/gpu_env.py, one line."""
+    if not env or not env.get("copy_GBps"):
+        return ""
+    smi = env.get("nvidia_smi") or {}
+    l2 = env.get("l2_bytes")
+    return (f"measured ceilings: copy {env['copy_GBps']:.0f} GB/s (read + write, {env['copy']['copy_bytes'] / 2**30:.0f} "
+            f"GiB moved), dense {env['matmul']['matmul_dtype']} matmul {env['matmul']['matmul_n']}³ "
+            f"{env['matmul_TFLOPs']:.0f} TFLOP/s; {env.get('sm_count')} SMs, L2 {_fmt(l2 and l2 / 2**20, '.0f')} MiB, "
+            f"driver {smi.get('driver_version')}, SM clock {smi.get('clocks.sm')} (max {smi.get('clocks.max.sm')}) "
+            f"when measured")
+
+
+def header(info: dict, env: dict | None, ops: list[dict], models: list[dict]) -> str:
     copy = next((e["copy_GBps"] for e in ops if e.get("copy_GBps")), None)
     shape_list = sorted({(e["op"], "x".join(map(str, e["shape"])), ", ".join(e.get("where", []))) for e in ops})
     lines = [
         f"- device: **{info.get('device')}** ({info.get('device_type')}, {info.get('cpu_threads')} CPU threads)",
         f"- commit: `{info.get('commit')}`",
         f"- torch {info.get('torch')}, CUDA {info.get('cuda')}, triton {info.get('triton')}",
-        f"- copy bandwidth (read + write, same run): {_fmt(copy, '.1f')} GB/s",
+        *([f"- {ceilings(env)}"] if ceilings(env) else []),
+        f"- copy bandwidth (read + write{', tools/gpu_env.py' if env else ', same run'}): {_fmt(copy, '.1f')} GB/s",
         f"- dtypes: {', '.join(sorted({e['dtype'] for e in ops})) or '–'}; "
         f"model variants: {', '.join(sorted({e['variant'] for e in models})) or '–'}",
         "- op shapes [N, C, H, W] (per-GPU batch of the official 8-GPU schedule):",
@@ -100,6 +135,28 @@ def model_tables(models: list[dict]) -> str:
             out.append(f"| {e['what']} | {e['variant']} | {e['config']} | {e['resolution']} | {e['batch']} | "
                        f"{e['img_per_s']:.1f} | {_fmt(peak, '.2f')} |")
     return "\n".join(out)
+
+
+def slower(ops: list[dict], models: list[dict]) -> str:
+    """Fused cases more than 2% slower than the eager reference or torch.compile of it, one line each."""
+    lines = []
+    for e in sorted(ops, key=lambda e: (*_key(e), e["backend"])):
+        if e["backend"] in BASELINES:
+            continue
+        behind = [f"{b} {1 / e[f'speedup_vs_{b}']:.2f}x faster" for b in BASELINES
+                  if e[f"speedup_vs_{b}"] is not None and e[f"speedup_vs_{b}"] < SLOWER]
+        if behind:
+            lines.append(f"- {e['op']} {'x'.join(map(str, e['shape']))} {e['dtype']} {e['mode']} "
+                         f"{e['backend']}: {', '.join(behind)}")
+    train = {(e["variant"], e["config"], e["lod"]): e["img_per_s"] for e in models if e["kind"] == "train"}
+    for (variant, cfg, lod), ips in sorted(train.items()):
+        if not variant.startswith(FUSED_VARIANT):
+            continue
+        behind = [f"{b} {train[(b, cfg, lod)] / ips:.2f}x faster" for b in MODEL_BASELINES
+                  if train.get((b, cfg, lod), 0) * SLOWER > ips]
+        if behind:
+            lines.append(f"- training {variant} {cfg} lod {lod}: {', '.join(behind)}")
+    return "\n".join(lines)
 
 
 def projection(models: list[dict]) -> str:
@@ -189,14 +246,14 @@ def plots(ops: list[dict], out: Path) -> list[str]:
     return names
 
 
-def render(path: str, out: Path | None) -> tuple[str, Path]:
-    info, entries = load(path)
+def render(paths, out: Path | None) -> tuple[str, Path]:
+    info, env, entries = load(paths)
     ops = [e for e in entries if e["kind"] == "op"]
     models = [e for e in entries if e["kind"] in ("train", "infer")]
     speedups(ops)
     out = out or Path(__file__).parent / "results" / device_folder(info)
     out.mkdir(parents=True, exist_ok=True)
-    parts = [f"# Benchmarks on {info.get('device')}", "", header(info, ops, models)]
+    parts = [f"# Benchmarks on {info.get('device')}", "", header(info, env, ops, models)]
     if ops:
         parts += ["", "## Fused ops (parity checked against fp64 before timing)", "", op_table(ops)]
     if models:
@@ -205,22 +262,26 @@ def render(path: str, out: Path | None) -> tuple[str, Path]:
         if proj:
             parts += ["", "## ffhq full schedule, ESTIMATE from measured per-lod img/s", "",
                       projection.__doc__.split("\n\n")[1].strip(), "", proj]
+    behind = slower(ops, models)
+    if behind:
+        parts += ["", "## Fused kernels still slower than eager or torch.compile (by more than 2%)", "", behind]
     figures = plots(ops, out) if ops else []
     parts += ["", *[f"![{f}]({f})" for f in figures]]
     text = "\n".join(parts) + "\n"
     (out / "report.md").write_text(text)
-    if Path(path).resolve() != (out / "bench.json").resolve():
-        shutil.copyfile(path, out / "bench.json")
+    for path in map(Path, paths):
+        if path.resolve() != (out / path.name).resolve():
+            shutil.copyfile(path, out / path.name)
     return text, out
 
 
 README_BEGIN, README_END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
-def readme_summary(path: str, out: Path) -> str:
+def readme_summary(paths, out: Path) -> str:
     """fwd+bwd of each op at its largest benchmarked shape: the fastest fused backend against
-    the eager reference and torch.compile of it, one row per dtype."""
-    info, entries = load(path)
+    the eager reference and torch.compile of it, one row per dtype; then training img/s."""
+    info, env, entries = load(paths)
     ops = [e for e in entries if e["kind"] == "op" and e["mode"] == "fwd+bwd"]
     speedups(ops)
     rows = ["| op | shape | dtype | fused backend | median µs | % copy BW | × eager | × compile |",
@@ -237,10 +298,20 @@ def readme_summary(path: str, out: Path) -> str:
             rows.append(f"| {op} | {'x'.join(map(str, shape))} | {dtype} | {e['backend']} | "
                         f"{e['median_s'] * 1e6:.0f} | {_fmt(e.get('pct_copy_bw'), '.3g')} | "
                         f"{_fmt(e['speedup_vs_ref'], '.2f')} | {_fmt(e['speedup_vs_compile'], '.2f')} |")
-    where = out.relative_to(Path(__file__).resolve().parent.parent) if out.is_absolute() else out
+    train = [e for e in entries if e["kind"] == "train"]
+    if train:
+        rows += ["", "| training step | config | lod | batch | img/s | ms/iter | peak GiB |", "|---|---|---:|---:|---:|---:|---:|"]
+        for e in sorted(train, key=lambda e: (e["config"], e["lod"], -e["img_per_s"])):
+            peak = None if e.get("peak_mem_bytes") is None else e["peak_mem_bytes"] / 2**30
+            rows.append(f"| {e['variant']} | {e['config']} | {e['lod']} | {e['batch']} | {e['img_per_s']:.1f} | "
+                        f"{e['median_s'] * 1e3:.1f} | {_fmt(peak, '.2f')} |")
+    root = Path(__file__).resolve().parent.parent
+    where = out.resolve().relative_to(root) if out.resolve().is_relative_to(root) else out
     head = (f"Latest run: **{info.get('device')}** ({info.get('device_type')}, {info.get('cpu_threads')} threads), "
             f"torch {info.get('torch')}, triton {info.get('triton')}, commit `{str(info.get('commit'))[:10]}`; "
             f"forward+backward, parity-checked; full tables and plots in [{where}]({where}/report.md).")
+    if ceilings(env):
+        head += f" The {ceilings(env)}."
     return "\n".join([README_BEGIN, head, "", *rows, README_END])
 
 
@@ -254,7 +325,7 @@ def update_readme(readme: Path, summary: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("json", help="output of pytest --benchmark-json")
+    parser.add_argument("json", nargs="+", help="pytest --benchmark-json outputs, and the env JSON of tools/gpu_env.py")
     parser.add_argument("--out", type=Path, default=None, help="folder (default benchmarks/results/<device>/)")
     parser.add_argument("--readme", type=Path, default=None,
                         help="also replace the README's benchmark summary (between the bench markers)")

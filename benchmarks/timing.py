@@ -69,6 +69,15 @@ def copy_bandwidth(device: torch.device) -> dict:
     return {"copy_bytes": 2 * nbytes, "copy_GBps": 2 * nbytes / stats["median_s"] / 1e9, **stats}
 
 
+def matmul_tflops(device: torch.device, n: int = 8192, dtype: torch.dtype = torch.bfloat16) -> dict:
+    """Dense n×n×n matmul rate on random inputs (2n³ FLOP per product), the arithmetic ceiling."""
+    gen = torch.Generator(device).manual_seed(0)
+    a, b = (torch.randn(n, n, device=device, dtype=dtype, generator=gen) for _ in range(2))
+    stats = measure([lambda: a @ b], device, warmup=3, reps=20, min_s=0.3)
+    return {"matmul_n": n, "matmul_dtype": str(dtype).replace("torch.", ""),
+            "TFLOPs": 2 * n**3 / stats["median_s"] / 1e12, **stats}
+
+
 class PeakMemory:
     """Peak bytes allocated on a CUDA device inside the block; None on the CPU (torch has no counter)."""
 

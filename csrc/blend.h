@@ -23,6 +23,12 @@ inline void check_alpha(const char* op, double alpha) {
   TORCH_CHECK(alpha >= 0.0 && alpha <= 1.0, op, ": argument 'alpha' must be in [0, 1], got ", alpha);
 }
 
+// A leaky ReLU slope: finite and >= 0 (NaN fails the comparison too).
+inline void check_slope(const char* op, double slope) {
+  TORCH_CHECK(slope >= 0.0 && slope <= std::numeric_limits<double>::max(), op,
+              ": argument 'slope' must be finite and >= 0, got ", slope);
+}
+
 // blend_up_fwd: low [N, C, H/2, W/2], high [N, C, H, W].
 inline void check_blend_up_args(const char* op, const at::Tensor& low, const at::Tensor& high, double alpha) {
   check_even_activation(op, "high", high);
@@ -40,7 +46,8 @@ inline void check_blend_full_args(const char* op, const char* name, const at::Te
 // blend_down_fwd/bwd: img [N, K, H, W], weight [C, K] acc, bias [C] acc, and `name` ([N, C, H/2, W/2],
 // img's dtype) which is `new` in the forward and `grad_y` in the backward.
 inline void check_blend_down_args(const char* op, const at::Tensor& img, const at::Tensor& weight,
-                                  const at::Tensor& bias, const char* name, const at::Tensor& half, double alpha) {
+                                  const at::Tensor& bias, const char* name, const at::Tensor& half, double alpha,
+                                  double slope) {
   check_even_activation(op, "img", img);
   check_activation(op, name, half, img.device());
   check_index_range(op, name, half);
@@ -50,6 +57,7 @@ inline void check_blend_down_args(const char* op, const at::Tensor& img, const a
   check_tensor(op, "weight", weight, img.device(), acc, {C, K}, "[C, K]");
   check_tensor(op, "bias", bias, img.device(), acc, {C}, "[C]");
   check_alpha(op, alpha);
+  check_slope(op, slope);
 }
 
 }  // namespace alae_fast

@@ -10,6 +10,8 @@ constexpr double kStyleEps = 1e-5;
 inline void check_style_args(const char* op, const at::Tensor& x, const at::Tensor& bias) {
   check_activation(op, "x", x, x.device());
   check_index_range(op, "x", x);
+  TORCH_CHECK(x.size(2) * x.size(3) > 0, op, ": argument 'x' has no pixels (H = ", x.size(2), ", W = ", x.size(3),
+              "); the per-row mean and std are undefined, so H*W must be at least 1");
   check_tensor(op, "bias", bias, x.device(), acc_type_of(x), {x.size(1)}, "[C]");
 }
 

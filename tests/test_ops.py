@@ -1,15 +1,22 @@
-"""Every fused op on every available backend against the fp64 reference."""
+"""Every fused op on every backend against the fp64 reference, under the parity rule of
+alae_fast.ops.cases (at most 2x PyTorch's own error in the same dtype), and the ops' edge cases:
+zero-size inputs, noise gradients, scalar arguments. The cuda and triton-cuda parametrizations
+carry the `gpu` mark (tests/backends.py)."""
+
+import dataclasses
+from unittest import mock
 
 import pytest
 import torch
 
 from alae_fast import ops
 from alae_fast.ops import _backend
-from alae_fast.ops.cases import CASES, compare, to_reference
+from alae_fast.ops import adain as adain_module
+from alae_fast.ops import noise as noise_module
+from alae_fast.ops.cases import CASES, check_parity
 
-from backends import backend_devices
+from backends import EVERY_BACKEND, KERNELS
 
-PAIRS = backend_devices()
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 SHAPES = [(2, 4, 8, 8), (3, 5, 6, 10), (1, 1, 2, 2), (2, 3, 1, 1), (2, 3, 3, 5), (1, 7, 4, 4)]
 
@@ -18,44 +25,25 @@ def _shapes_for(case):
     return [s for s in SHAPES if not case.needs_even or (s[2] % 2 == 0 and s[3] % 2 == 0)]
 
 
-def _check_parity(case, args, backend, dtype, seed=0):
-    """Outputs and every gradient of `backend` match the fp64 reference."""
-    gen = torch.Generator().manual_seed(seed + 1)
-    args = [a.detach().requires_grad_(i in case.differentiable) if isinstance(a, torch.Tensor) else a
-            for i, a in enumerate(args)]
-    ref_args = [a.requires_grad_(i in case.differentiable) if isinstance(a, torch.Tensor) else a
-                for i, a in enumerate(to_reference(args))]
-    outs = case.run(args, backend)
-    refs = case.run_reference(ref_args)
-    for k, (o, r) in enumerate(zip(outs, refs)):
-        assert o.dtype == args[0].dtype, f"{case.name}: output {k} has dtype {o.dtype}"
-        compare(o, r, dtype, f"{case.name}[{backend}] output {k}")
-    grads = [torch.randn(r.shape, generator=gen, dtype=torch.float64) for r in refs]
-    diff = [args[i] for i in case.differentiable]
-    ref_diff = [ref_args[i] for i in case.differentiable]
-    got = torch.autograd.grad(outs, diff, [g.to(o.device, o.dtype) for g, o in zip(grads, outs)])
-    want = torch.autograd.grad(refs, ref_diff, grads)
-    for i, g, w in zip(case.differentiable, got, want):
-        assert g.dtype == args[i].dtype, f"{case.name}: grad of arg {i} has dtype {g.dtype}"
-        compare(g, w, dtype, f"{case.name}[{backend}] grad of arg {i}")
+def _make(case, shape, dtype, device, seed=0):
+    return case.make(shape, dtype, device, torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("backend,device", PAIRS)
+@pytest.mark.parametrize("backend,device", KERNELS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("name", list(CASES))
 def test_parity(name, dtype, backend, device):
     case = CASES[name]
     for seed, shape in enumerate(_shapes_for(case)):
-        gen = torch.Generator().manual_seed(seed)
-        _check_parity(case, case.make(shape, dtype, device, gen), backend, dtype, seed)
+        check_parity(case, _make(case, shape, dtype, device, seed), backend, seed=seed)
 
 
-@pytest.mark.parametrize("backend,device", PAIRS)
+@pytest.mark.parametrize("backend,device", KERNELS)
 @pytest.mark.parametrize("layout", ["channels_last", "strided"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_layouts(name, layout, backend, device):
     case = CASES[name]
-    args = case.make((2, 4, 6, 8), torch.float32, device, torch.Generator().manual_seed(3))
+    args = _make(case, (2, 4, 6, 8), torch.float32, device, seed=3)
     if layout == "channels_last":
         args = [a.to(memory_format=torch.channels_last) if isinstance(a, torch.Tensor) and a.dim() == 4 else a
                 for a in args]
@@ -63,27 +51,22 @@ def test_layouts(name, layout, backend, device):
         args = [torch.cat([a, a], dim=3)[..., ::2] if isinstance(a, torch.Tensor) and a.dim() == 4 else a
                 for a in args]
         assert not args[0].is_contiguous()
-    _check_parity(case, args, backend, torch.float32)
+    check_parity(case, args, backend)
 
 
-def test_zero_variance_rows():
-    """Constant rows: IN output is 0 and gradients stay finite on every backend."""
-    for backend, device in PAIRS:
-        for name in ("modulated_adain", "style_extract"):
-            case = CASES[name]
-            args = case.make((2, 3, 4, 4), torch.float64, device, torch.Generator().manual_seed(0))
-            args[0] = torch.full_like(args[0], 2.0)
-            if name == "modulated_adain":
-                args[1] = torch.zeros_like(args[1])
-            _check_parity(case, args, backend, torch.float64)
-
-
-@pytest.mark.parametrize("backend,device", PAIRS)
-@pytest.mark.parametrize("name", list(CASES))
-def test_gradcheck(name, backend, device):
+@pytest.mark.parametrize("backend,device", EVERY_BACKEND)
+@pytest.mark.parametrize("name", ["modulated_adain", "style_extract"])
+def test_zero_variance_rows(name, backend, device):
+    """Constant rows: IN output is 0 and gradients stay finite (d std = 0 at std = 0)."""
     case = CASES[name]
-    shape = (2, 3, 4, 6)
-    args = case.make(shape, torch.float64, device, torch.Generator().manual_seed(5))
+    args = _make(case, (2, 3, 4, 4), torch.float64, device)
+    args[0] = torch.full_like(args[0], 2.0)
+    if name == "modulated_adain":
+        args[1] = torch.zeros_like(args[1])
+    check_parity(case, args, backend)
+
+
+def _gradcheck(case, args, backend):
     diff = list(case.differentiable)
 
     def fn(*tensors):
@@ -95,6 +78,126 @@ def test_gradcheck(name, backend, device):
     inputs = tuple(args[i].detach().requires_grad_() for i in diff)
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5)
     assert torch.autograd.gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend,device", KERNELS)
+@pytest.mark.parametrize("name", list(CASES))
+def test_gradcheck(name, backend, device):
+    case = CASES[name]
+    _gradcheck(case, _make(case, (2, 3, 4, 6), torch.float64, device, seed=5), backend)
+
+
+# ---------------------------------------------------------------------------------------------
+# Edge cases, the same on every backend
+# ---------------------------------------------------------------------------------------------
+def _with_noise_grad(case):
+    """The case with the noise map (argument 1) differentiable too, as a noise-optimising projector has it."""
+    return dataclasses.replace(case, differentiable=tuple(sorted({1, *case.differentiable})))
+
+
+NOISE_OPS = ["modulated_adain", "noise_inject"]
+
+
+@pytest.mark.parametrize("backend,device", EVERY_BACKEND)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("name", NOISE_OPS)
+def test_noise_gradient(name, dtype, backend, device):
+    """The noise map gets a real gradient on every backend when it requires one."""
+    case = _with_noise_grad(CASES[name])
+    check_parity(case, _make(case, (2, 5, 3, 4), dtype, device), backend)
+
+
+@pytest.mark.parametrize("backend,device", KERNELS)
+@pytest.mark.parametrize("name", NOISE_OPS)
+def test_noise_gradcheck(name, backend, device):
+    case = _with_noise_grad(CASES[name])
+    _gradcheck(case, _make(case, (2, 3, 4, 6), torch.float64, device, seed=5), backend)
+
+
+ZERO_SHAPES = [(0, 3, 4, 4), (2, 0, 4, 4), (2, 3, 0, 4), (2, 3, 4, 0)]
+
+
+@pytest.mark.parametrize("backend,device", EVERY_BACKEND)
+@pytest.mark.parametrize("shape", ZERO_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("name", list(CASES))
+def test_zero_size(name, shape, backend, device):
+    """Empty batches, channels and images give empty outputs and zero parameter gradients."""
+    case = CASES[name]
+    if name == "style_extract" and shape[2] * shape[3] == 0:
+        pytest.skip("style_extract refuses H·W = 0 (test_style_refuses_empty_rows)")
+    check_parity(case, _make(case, shape, torch.float32, device), backend)
+
+
+@pytest.mark.parametrize("backend,device", EVERY_BACKEND)
+def test_style_refuses_empty_rows(backend, device):
+    """The style (mean, std) of a row without pixels is undefined: every backend refuses it."""
+    for shape in ((2, 3, 0, 4), (0, 3, 4, 0)):
+        x, bias = _make(CASES["style_extract"], shape, torch.float32, device)
+        with pytest.raises(ValueError, match=r"style_extract: argument 'x' has no pixels \(H = \d, W = \d\)"):
+            ops.style_extract(x, bias, impl=backend)
+
+
+@pytest.mark.parametrize("backend,device", EVERY_BACKEND)
+def test_scalar_arguments(backend, device):
+    """alpha, slope and act are checked on every backend: a clear error names the argument."""
+    x, noise, weight, bias = _make(CASES["noise_inject"], (2, 3, 4, 4), torch.float32, device)
+    for act in ("no", 1, None):
+        with pytest.raises(TypeError, match=r"noise_inject: argument 'act' must be True or False, got"):
+            ops.noise_inject(x, noise, weight, bias, act=act, impl=backend)
+    low, high = torch.randn(2, 3, 2, 2, device=device), torch.randn(2, 3, 4, 4, device=device)
+    img, w, b = torch.randn(2, 3, 4, 4, device=device), torch.randn(5, 3, device=device), torch.randn(5, device=device)
+    new = torch.randn(2, 5, 2, 2, device=device)
+    calls = {"blend_up": lambda a: ops.blend_up(low, high, a, impl=backend),
+             "blend_real": lambda a: ops.blend_real(high, a, impl=backend),
+             "blend_down": lambda a: ops.blend_down(img, w, b, new, a, impl=backend)}
+    for op, call in calls.items():
+        for alpha, exc, msg in ((float("nan"), ValueError, "must be finite"), (float("inf"), ValueError, "finite"),
+                                (1.5, ValueError, r"must be in \[0, 1\]"), (True, TypeError, "real number"),
+                                ("0.5", TypeError, "real number"), (torch.tensor(0.5), TypeError, "real number")):
+            with pytest.raises(exc, match=f"{op}: argument 'alpha' .*{msg}"):
+                call(alpha)
+    for slope, exc, msg in ((float("nan"), ValueError, "must be finite"), (-float("inf"), ValueError, "finite"),
+                            (-0.1, ValueError, "must be >= 0"), ("0.2", TypeError, "real number")):
+        with pytest.raises(exc, match=f"blend_down: argument 'slope' .*{msg}"):
+            ops.blend_down(img, w, b, new, 0.5, slope=slope, impl=backend)
+    assert ops.blend_down(img, w, b, new, 0, slope=0, impl=backend).shape == new.shape  # ints and 0 are fine
+
+
+# ---------------------------------------------------------------------------------------------
+# The parity rule still catches real errors
+# ---------------------------------------------------------------------------------------------
+def _patched(function, module, name, value):
+    """`function` (a reference op) run with module.<name> = value: a faulty backend."""
+    def faulty(*args, impl):
+        with mock.patch.object(module, name, value):
+            return function(*args)
+    return faulty
+
+
+def _std_gradient_dropped(x, bias, *, impl):
+    y, style = ops.style_extract_ref(x, bias)
+    c = x.shape[1]
+    return y, torch.cat([style[:, :c], style[:, c:].detach()], 1)
+
+
+FAULTS = {  # name: (op, faulty public op, dtypes in which the rule must catch it)
+    "adain eps 1e-5 for 1e-8": ("modulated_adain", _patched(ops.modulated_adain_ref, adain_module, "EPS", 1e-5),
+                                [torch.float32]),
+    "noise slope 0.21 for 0.2": ("noise_inject", _patched(CASES["noise_inject"].reference, noise_module, "SLOPE", 0.21),
+                                 [torch.float32, torch.bfloat16]),
+    "style std gradient dropped": ("style_extract", _std_gradient_dropped, [torch.float32, torch.bfloat16]),
+}
+
+
+@pytest.mark.parametrize("fault,dtype", [(f, d) for f, (_, _, dtypes) in FAULTS.items() for d in dtypes],
+                         ids=lambda v: str(v))
+def test_parity_rule_catches_injected_errors(fault, dtype):
+    name, faulty, _ = FAULTS[fault]
+    case = CASES[name]
+    args = _make(case, (2, 4, 4, 4), dtype, "cpu")
+    check_parity(case, args, "ref")  # the same inputs pass without the fault
+    with pytest.raises(AssertionError, match="limit"):
+        check_parity(dataclasses.replace(case, public=faulty), args, "ref")
 
 
 def test_auto_dispatch_and_override(monkeypatch):
@@ -203,3 +306,10 @@ def test_kernel_checks_name_argument():
         torch.ops.alae_fast_C.style_fwd(x.transpose(2, 3), torch.randn(3))
     with pytest.raises(RuntimeError, match="argument 'bias' must have dtype Float"):
         torch.ops.alae_fast_C.noise_fwd(x, torch.randn(2, 1, 4, 4), torch.randn(3), torch.randn(3).double(), True)
+    with pytest.raises(RuntimeError, match=r"style_bwd: argument 'x' has no pixels \(H = 0, W = 4\)"):
+        empty = torch.randn(2, 3, 0, 4)
+        torch.ops.alae_fast_C.style_bwd(empty, torch.randn(2, 6), empty, torch.randn(3), torch.randn(2, 6))
+    img, weight, bias, new = torch.randn(1, 3, 4, 4), torch.randn(2, 3), torch.randn(2), torch.randn(1, 2, 2, 2)
+    for slope in (float("nan"), float("inf"), -0.5):
+        with pytest.raises(RuntimeError, match=r"blend_down_bwd: argument 'slope' must be finite and >= 0"):
+            torch.ops.alae_fast_C.blend_down_bwd(new, img, weight, bias, 0.5, slope)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -44,8 +47,39 @@ def even_spatial(op: str, name: str, h: int, w: int) -> None:
         raise ValueError(f"{op}: argument '{name}' needs even H and W for 2x2 resampling, got {h}x{w}")
 
 
-def alpha(op: str, value) -> float:
+def _finite(op: str, name: str, value) -> float:
+    """A real, finite Python or NumPy scalar as float (bools, strings and tensors are refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{op}: argument '{name}' must be a real number, got {type(value).__name__} {value!r}")
     value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{op}: argument '{name}' must be finite, got {value}")
+    return value
+
+
+def alpha(op: str, value) -> float:
+    value = _finite(op, "alpha", value)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{op}: argument 'alpha' must be in [0, 1], got {value}")
     return value
+
+
+def slope(op: str, value) -> float:
+    """A leaky ReLU slope: finite and >= 0."""
+    value = _finite(op, "slope", value)
+    if value < 0.0:
+        raise ValueError(f"{op}: argument 'slope' must be >= 0 (a leaky ReLU slope), got {value}")
+    return value
+
+
+def flag(op: str, name: str, value) -> bool:
+    """A real bool: a string such as 'no' would otherwise read as True."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{op}: argument '{name}' must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def nonempty_rows(op: str, name: str, h: int, w: int) -> None:
+    if h * w == 0:
+        raise ValueError(f"{op}: argument '{name}' has no pixels (H = {h}, W = {w}); the per-row mean and std "
+                         "are undefined, so H·W must be at least 1")

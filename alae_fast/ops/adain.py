@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from alae_fast.ops import _backend, _checks
-from alae_fast.ops._autograd import reference_double_backward
+from alae_fast.ops._autograd import noise_grad, reference_double_backward
 
 EPS = 1e-8
 SLOPE = 0.2
@@ -72,7 +72,8 @@ def _setup(ctx, inputs, output):
 def _backward(ctx, grad_y, _grad_stats):
     x, noise, noise_weight, bias, style, stats = ctx.saved_tensors
     gx, gwn, gb, gs = _adain_backward_op(grad_y.contiguous(), x, noise, noise_weight, bias, style, stats, ctx.backend)
-    return gx, None, gwn, gb, gs, None
+    g_noise = noise_grad(gx, noise_weight) if ctx.needs_input_grad[1] else None
+    return gx, g_noise, gwn, gb, gs, None
 
 
 def _setup_backward(ctx, inputs, output):
@@ -82,10 +83,10 @@ def _setup_backward(ctx, inputs, output):
 
 def _double_backward(ctx, ggx, ggwn, ggb, ggs):
     grad_y, x, noise, noise_weight, bias, style = ctx.saved_tensors
-    (g_grad_y,), (gx, _, gwn, gb, gs) = reference_double_backward(
-        modulated_adain_ref, (x, noise, noise_weight, bias, style), (True, False, True, True, True),
-        (grad_y,), (ggx, ggwn, ggb, ggs))
-    return g_grad_y, gx, None, gwn, gb, gs, None, None
+    (g_grad_y,), (gx, g_noise, gwn, gb, gs) = reference_double_backward(
+        modulated_adain_ref, (x, noise, noise_weight, bias, style), (True, ctx.needs_input_grad[2], True, True, True),
+        (grad_y,), (ggx, None, ggwn, ggb, ggs))
+    return g_grad_y, gx, g_noise, gwn, gb, gs, None, None
 
 
 _adain_op.register_autograd(_backward, setup_context=_setup)
@@ -96,7 +97,9 @@ def modulated_adain(x, noise, noise_weight, bias, style, *, impl: str = "auto"):
     """Fused noise + bias + leaky ReLU + instance norm + style modulation.
 
     x [N, C, H, W]; noise [N, 1, H, W]; noise_weight, bias [C]; style [N, 2C] = (ys | yb).
-    Returns y [N, C, H, W] in x.dtype; statistics are fp32.
+    Returns y [N, C, H, W] in x.dtype; statistics are fp32. Every backend gives gradients for
+    x, noise (when it requires grad, as in a projector that optimises noise maps), noise_weight,
+    bias and style, to second order.
     """
     n, c, h, w = _checks.activation(_OP, "x", x)
     _checks.tensor(_OP, "noise", noise, (n, 1, h, w), spec="[N, 1, H, W]", like=x)

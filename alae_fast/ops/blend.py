@@ -27,16 +27,25 @@ def blend_up_ref(low, high, alpha):
     return torch.lerp(_up2(low.to(acc)), high.to(acc), alpha).to(high.dtype)
 
 
+def _pool2(t):
+    # avg_pool2d refuses tensors with an empty C, H or W; any slice of the right shape stands in.
+    return F.avg_pool2d(t, 2) if t.numel() else t[:, :, ::2, ::2]
+
+
 def blend_real_ref(x, alpha):
     acc = _backend.acc_dtype(x.dtype)
     xa = x.to(acc)
-    return (alpha * xa + (1 - alpha) * _up2(F.avg_pool2d(xa, 2))).to(x.dtype)
+    return (alpha * xa + (1 - alpha) * _up2(_pool2(xa))).to(x.dtype)
 
 
 def blend_down_ref(img, weight, bias, new, alpha, slope=FROM_RGB_SLOPE):
     acc = _backend.acc_dtype(new.dtype)
     with torch.autocast(img.device.type, enabled=False):  # the 1x1 conv stays in acc dtype under AMP
-        pre = F.conv2d(F.avg_pool2d(img.to(acc), 2), weight.to(acc)[:, :, None, None], bias.to(acc))
+        pooled, weight, bias = _pool2(img.to(acc)), weight.to(acc), bias.to(acc)
+        if pooled.numel() and new.numel():
+            pre = F.conv2d(pooled, weight[:, :, None, None], bias)
+        else:  # conv2d refuses empty channel and spatial dims
+            pre = torch.einsum("ck,nkhw->nchw", weight, pooled) + bias[:, None, None]
     return torch.lerp(F.leaky_relu(pre, slope), new.to(acc), alpha).to(new.dtype)
 
 
@@ -200,7 +209,8 @@ def blend_real(x, alpha: float, *, impl: str = "auto"):
 def blend_down(img, weight, bias, new, alpha: float, *, slope: float = FROM_RGB_SLOPE, impl: str = "auto"):
     """lerp(lrelu(weight·avgpool2(img) + bias, slope), new, alpha): from_rgb of the previous level, fused.
 
-    img [N, K, H, W]; weight [C, K] (runtime scale already applied); bias [C]; new [N, C, H/2, W/2].
+    img [N, K, H, W]; weight [C, K] (runtime scale already applied); bias [C]; new [N, C, H/2, W/2];
+    alpha in [0, 1]; slope finite and >= 0.
     """
     op = "blend_down"
     n, k, h, w = _checks.activation(op, "img", img)
@@ -211,9 +221,10 @@ def blend_down(img, weight, bias, new, alpha: float, *, slope: float = FROM_RGB_
     _checks.tensor(op, "weight", weight, (c, k), spec="[C, K]", like=img)
     _checks.tensor(op, "bias", bias, (c,), spec="[C]", like=img)
     alpha = _checks.alpha(op, alpha)
+    slope = _checks.slope(op, slope)
     backend = _backend.resolve(impl, img)
     if backend == "ref":
         return blend_down_ref(img, weight, bias, new, alpha, slope)
     acc = _backend.acc_dtype(img.dtype)
     return _blend_down_op(img.contiguous(), weight.to(acc).contiguous(), bias.to(acc).contiguous(),
-                          new.contiguous(), alpha, float(slope), backend)
+                          new.contiguous(), alpha, slope, backend)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from alae_fast.ops import _backend, _checks
-from alae_fast.ops._autograd import reference_double_backward
+from alae_fast.ops._autograd import noise_grad, reference_double_backward
 
 SLOPE = 0.2
 _OP = "noise_inject"
@@ -63,7 +63,8 @@ def _setup(ctx, inputs, output):
 def _backward(ctx, grad_y):
     x, noise, noise_weight, bias = ctx.saved_tensors
     gx, gwn, gb = _noise_backward_op(grad_y.contiguous(), x, noise, noise_weight, bias, ctx.act, ctx.backend)
-    return gx, None, gwn, gb if ctx.has_bias else None, None, None
+    g_noise = noise_grad(gx, noise_weight) if ctx.needs_input_grad[1] else None
+    return gx, g_noise, gwn, gb if ctx.has_bias else None, None, None
 
 
 def _setup_backward(ctx, inputs, output):
@@ -74,10 +75,10 @@ def _setup_backward(ctx, inputs, output):
 
 def _double_backward(ctx, ggx, ggwn, ggb):
     grad_y, x, noise, noise_weight, bias = ctx.saved_tensors
-    (g_grad_y,), (gx, _, gwn, gb) = reference_double_backward(
-        noise_inject_ref, (x, noise, noise_weight, bias), (True, False, True, ctx.has_bias),
-        (grad_y,), (ggx, ggwn, ggb if ctx.has_bias else None), extra_args=(ctx.act,))
-    return g_grad_y, gx, None, gwn, gb, None, None
+    (g_grad_y,), (gx, g_noise, gwn, gb) = reference_double_backward(
+        noise_inject_ref, (x, noise, noise_weight, bias), (True, ctx.needs_input_grad[2], True, ctx.has_bias),
+        (grad_y,), (ggx, None, ggwn, ggb), extra_args=(ctx.act,))
+    return g_grad_y, gx, g_noise, gwn, gb, None, None
 
 
 _noise_op.register_autograd(_backward, setup_context=_setup)
@@ -87,9 +88,12 @@ _noise_backward_op.register_autograd(_double_backward, setup_context=_setup_back
 def noise_inject(x, noise, noise_weight, bias=None, *, act: bool = False, impl: str = "auto"):
     """y = x + noise_weight[c]·noise, then + bias[c] and leaky ReLU 0.2 when given/asked.
 
-    x [N, C, H, W]; noise [N, 1, H, W]; noise_weight [C]; bias [C] or None.
+    x [N, C, H, W]; noise [N, 1, H, W]; noise_weight [C]; bias [C] or None; act a bool.
+    Every backend gives gradients for x, noise (when it requires grad, as in a projector that
+    optimises noise maps), noise_weight and bias, to second order.
     """
     n, c, h, w = _checks.activation(_OP, "x", x)
+    act = _checks.flag(_OP, "act", act)
     _checks.tensor(_OP, "noise", noise, (n, 1, h, w), spec="[N, 1, H, W]", like=x)
     _checks.tensor(_OP, "noise_weight", noise_weight, (c,), spec="[C]", like=x)
     if bias is not None:
@@ -99,4 +103,4 @@ def noise_inject(x, noise, noise_weight, bias=None, *, act: bool = False, impl: 
         return noise_inject_ref(x, noise, noise_weight, bias, act)
     acc = _backend.acc_dtype(x.dtype)
     return _noise_op(x.contiguous(), noise.to(x.dtype).contiguous(), noise_weight.to(acc).contiguous(),
-                     None if bias is None else bias.to(acc).contiguous(), bool(act), backend)
+                     None if bias is None else bias.to(acc).contiguous(), act, backend)

@@ -100,10 +100,13 @@ _style_backward_op.register_autograd(_double_backward, setup_context=_setup_back
 def style_extract(x, bias, *, impl: str = "auto"):
     """Fused bias + leaky ReLU + instance-norm statistics + normalisation.
 
-    x [N, C, H, W]; bias [C]. Returns (y [N, C, H, W], style [N, 2C] = (mean | std)), both
-    in x.dtype, statistics computed in fp32. Differentiable twice (R1).
+    x [N, C, H, W] with H·W ≥ 1 (the statistics of an empty row are undefined, so every backend
+    refuses H·W = 0; N = 0 and C = 0 give empty results); bias [C]. Returns (y [N, C, H, W],
+    style [N, 2C] = (mean | std)), both in x.dtype, statistics computed in fp32. Differentiable
+    twice (R1).
     """
-    _, c, _, _ = _checks.activation(_OP, "x", x)
+    _, c, h, w = _checks.activation(_OP, "x", x)
+    _checks.nonempty_rows(_OP, "x", h, w)
     _checks.tensor(_OP, "bias", bias, (c,), spec="[C]", like=x)
     backend = _backend.resolve(impl, x)
     if backend == "ref":

@@ -32,6 +32,7 @@ at::Tensor blend_up_fwd_cpu(const at::Tensor& low,   // [N, C, H/2, W/2]
   check_blend_up_args("blend_up_fwd", low, high, alpha);
   const int64_t W = high.size(3), W2 = W / 2;
   auto y = at::empty_like(high);
+  if (y.numel() == 0) return y;  // the row count below divides by W/2
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, high.scalar_type(), "blend_up_fwd_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* lp = low.const_data_ptr<scalar_t>();
@@ -95,6 +96,7 @@ at::Tensor blend_real_fwd_cpu(const at::Tensor& x,  // [N, C, H, W]
   check_blend_full_args("blend_real_fwd", "x", x, alpha);
   const int64_t W = x.size(3), W2 = W / 2;
   auto y = at::empty_like(x);
+  if (y.numel() == 0) return y;  // the row count below divides by W
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "blend_real_fwd_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
@@ -155,7 +157,7 @@ at::Tensor blend_down_fwd_cpu(const at::Tensor& img,     // [N, K, H, W]
                               const at::Tensor& bias,    // [C] acc
                               const at::Tensor& new_,    // [N, C, H/2, W/2]
                               double alpha, double slope) {
-  check_blend_down_args("blend_down_fwd", img, weight, bias, "new", new_, alpha);
+  check_blend_down_args("blend_down_fwd", img, weight, bias, "new", new_, alpha, slope);
   const int64_t N = img.size(0), K = img.size(1), H = img.size(2), W = img.size(3);
   const int64_t C = new_.size(1), H2 = H / 2, W2 = W / 2;
   auto y = at::empty_like(new_);
@@ -197,7 +199,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> blend_down_bwd_cpu(
     const at::Tensor& weight,  // [C, K] acc
     const at::Tensor& bias,    // [C] acc
     double alpha, double slope) {
-  check_blend_down_args("blend_down_bwd", img, weight, bias, "grad_y", grad_y, alpha);
+  check_blend_down_args("blend_down_bwd", img, weight, bias, "grad_y", grad_y, alpha, slope);
   const int64_t N = img.size(0), K = img.size(1), H = img.size(2), W = img.size(3);
   const int64_t C = grad_y.size(1), H2 = H / 2, W2 = W / 2;
   auto grad_img = at::empty_like(img);

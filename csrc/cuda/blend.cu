@@ -351,7 +351,7 @@ at::Tensor blend_down_fwd_cuda(const at::Tensor& img,     // [N, K, H, W]
                                const at::Tensor& new_,    // [N, C, H/2, W/2]
                                double alpha, double slope) {
   check_on_cuda("blend_down_fwd", "img", img);
-  check_blend_down_args("blend_down_fwd", img, weight, bias, "new", new_, alpha);
+  check_blend_down_args("blend_down_fwd", img, weight, bias, "new", new_, alpha, slope);
   check_img_channels("blend_down_fwd", img);
   const c10::cuda::CUDAGuard guard(img.device());
   const int64_t N = img.size(0), K = img.size(1), H = img.size(2), W = img.size(3), C = new_.size(1);
@@ -377,7 +377,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> blend_down_bwd_cuda(
     const at::Tensor& bias,    // [C] acc
     double alpha, double slope) {
   check_on_cuda("blend_down_bwd", "img", img);
-  check_blend_down_args("blend_down_bwd", img, weight, bias, "grad_y", grad_y, alpha);
+  check_blend_down_args("blend_down_bwd", img, weight, bias, "grad_y", grad_y, alpha, slope);
   check_img_channels("blend_down_bwd", img);
   const c10::cuda::CUDAGuard guard(img.device());
   const int64_t N = img.size(0), K = img.size(1), H = img.size(2), W = img.size(3), C = grad_y.size(1);

@@ -12,14 +12,27 @@ import triton
 import triton.language as tl
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _read_autotune() -> bool:
+    value = os.environ.get("ALAE_FAST_TRITON_AUTOTUNE", "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"ALAE_FAST_TRITON_AUTOTUNE must be 0 (one fixed config per launch, as the tests use) "
+                         f"or 1 (autotune on GPU, the default), got {value!r}")
+    return value == "1" and not INTERPRET
+
+
+# On GPU, launches autotune their BLOCK and num_warps unless ALAE_FAST_TRITON_AUTOTUNE=0, which
+# takes one fixed config per launch: each shape then compiles once, as the tests need.
+AUTOTUNE = _read_autotune()
 SLOPE = tl.constexpr(0.2)  # leaky ReLU slope of the AdaIN, style and noise ops
 
 # Row kernels keep a whole row in registers up to ROW_SINGLE_MAX elements, else loop over it.
 # The interpreter uses small sizes so that small test rows reach the looped path too.
 ROW_SINGLE_MAX = 64 if INTERPRET else 4096
 ROW_TILE = 64 if INTERPRET else 2048  # elements of a single-path tile ([ROWS, BLOCK])
-ROW_LOOP_BLOCK = 32  # interpreter only; on GPU the looped BLOCK is autotuned
-FLAT_BLOCK = 64  # interpreter only; on GPU the elementwise BLOCK is autotuned
+ROW_LOOP_BLOCK = 32 if INTERPRET else 2048  # the looped BLOCK when not autotuned
+FLAT_BLOCK = 64 if INTERPRET else 1024  # the elementwise BLOCK when not autotuned
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -73,6 +86,11 @@ def check_tensor(op: str, name: str, t, device: torch.device, dtype: torch.dtype
 def check_alpha(op: str, alpha) -> None:
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"{op}: argument 'alpha' must be in [0, 1], got {alpha}")
+
+
+def check_slope(op: str, slope) -> None:
+    if not 0.0 <= float(slope) < float("inf"):  # NaN fails too
+        raise ValueError(f"{op}: argument 'slope' must be finite and >= 0, got {slope}")
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -149,24 +167,30 @@ def welford_combine(mean_a, m2_a, n_a, mean_b, m2_b, n_b):
 
 
 # ---------------------------------------------------------------------------------------------
-# Launch helpers: autotuned on GPU, one fixed small config in the interpreter
+# Launch helpers: autotuned on GPU (see AUTOTUNE), else one fixed config
 # ---------------------------------------------------------------------------------------------
 def _prev_pow2(v: int) -> int:
     return 1 << (v.bit_length() - 1)
+
+
+def _warps_for(elements: int) -> int:
+    """num_warps of an untuned single-path tile: about 16 elements per thread, 1 to 8 warps."""
+    return max(1, min(8, elements // 512))
 
 
 class RowKernel:
     """A kernel over [N*C, HW] rows with tiles [ROWS, BLOCK].
 
     Single path (HW ≤ ROW_SINGLE_MAX): BLOCK = next_pow2(HW), ROWS rows per program, the
-    row lives in registers; num_warps is autotuned. Looped path: one row per program, BLOCK
-    and num_warps autotuned. Both are keyed on HW (and the argument dtypes).
-    `has_single` is False for kernels that always loop (no SINGLE constexpr).
+    row lives in registers; num_warps is autotuned, else _warps_for(the tile). Looped path: one
+    row per program, BLOCK and num_warps autotuned, else ROW_LOOP_BLOCK and 8 warps. Tuning is
+    keyed on HW (and the argument dtypes). `has_single` is False for kernels that always loop
+    (no SINGLE constexpr).
     """
 
     def __init__(self, fn, has_single: bool = True):
         self.fn, self.has_single = fn, has_single
-        if INTERPRET:
+        if not AUTOTUNE:
             return
         self.single = triton.autotune(
             [triton.Config({}, num_warps=w) for w in (1, 2, 4, 8)], key=["HW", "BLOCK", "ROWS"])(fn)
@@ -184,29 +208,33 @@ class RowKernel:
             per = min(per, triton.next_power_of_2(rows))
             if self.has_single:
                 flags["SINGLE"] = True
-            kernel = self.fn if INTERPRET else self.single
-            kernel[(triton.cdiv(rows, per),)](*args, rows, hw, BLOCK=block, ROWS=per, **flags)
+            grid = (triton.cdiv(rows, per),)
+            if AUTOTUNE:
+                self.single[grid](*args, rows, hw, BLOCK=block, ROWS=per, **flags)
+            else:
+                self.fn[grid](*args, rows, hw, BLOCK=block, ROWS=per, num_warps=_warps_for(block * per), **flags)
             return
         if self.has_single:
             flags["SINGLE"] = False
-        if INTERPRET:
-            self.fn[(rows,)](*args, rows, hw, BLOCK=ROW_LOOP_BLOCK, ROWS=1, **flags)
-        else:
+        if AUTOTUNE:
             self.looped[(rows,)](*args, rows, hw, ROWS=1, **flags)
+        else:
+            self.fn[(rows,)](*args, rows, hw, BLOCK=ROW_LOOP_BLOCK, ROWS=1, num_warps=8, **flags)
 
 
 class FlatKernel:
-    """A kernel over `numel` independent items in 1-D blocks of BLOCK; BLOCK/num_warps autotuned."""
+    """A kernel over `numel` independent items in 1-D blocks of BLOCK; BLOCK and num_warps autotuned,
+    else FLAT_BLOCK and 4 warps."""
 
     def __init__(self, fn):
         self.fn = fn
-        if not INTERPRET:
+        if AUTOTUNE:
             self.tuned = triton.autotune(
                 [triton.Config({"BLOCK": b}, num_warps=w) for b in (512, 1024, 2048) for w in (4, 8)],
                 key=["numel"])(fn)
 
     def __call__(self, numel: int, *args, **flags) -> None:
-        if INTERPRET:
-            self.fn[(triton.cdiv(numel, FLAT_BLOCK),)](*args, numel, BLOCK=FLAT_BLOCK, **flags)
-        else:
+        if AUTOTUNE:
             self.tuned[lambda meta: (triton.cdiv(numel, meta["BLOCK"]),)](*args, numel, **flags)
+        else:
+            self.fn[(triton.cdiv(numel, FLAT_BLOCK),)](*args, numel, BLOCK=FLAT_BLOCK, num_warps=4, **flags)

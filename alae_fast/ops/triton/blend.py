@@ -13,7 +13,8 @@ import triton
 import triton.language as tl
 
 from alae_fast.ops.triton._common import (INTERPRET, FlatKernel, acc_dtype, check_activation, check_alpha, check_even,
-                                          check_tensor, leaky, leaky_grad, scalar, split_scalar, tl_acc)
+                                          check_slope, check_tensor, leaky, leaky_grad, scalar, split_scalar,
+                                          tl_acc)
 
 
 @triton.jit
@@ -257,7 +258,7 @@ def blend_real_fwd(x, alpha):
     return y
 
 
-def _check_down(op, img, weight, bias, name, half, alpha):
+def _check_down(op, img, weight, bias, name, half, alpha, slope):
     check_even(op, "img", img)
     check_activation(op, name, half, img.device)
     n, k, h, w = img.shape
@@ -267,6 +268,7 @@ def _check_down(op, img, weight, bias, name, half, alpha):
     check_tensor(op, "weight", weight, img.device, acc, (c, k), "[C, K]")
     check_tensor(op, "bias", bias, img.device, acc, (c,), "[C]")
     check_alpha(op, alpha)
+    check_slope(op, slope)
 
 
 def _down_tiles(k: int, c: int) -> tuple[int, int, int]:
@@ -279,7 +281,7 @@ def _down_tiles(k: int, c: int) -> tuple[int, int, int]:
 
 def blend_down_fwd(img, weight, bias, new, alpha, slope):
     """y [N,C,H/2,W/2] = lerp(lrelu(weight·avgpool2(img) + bias, slope), new, alpha)."""
-    _check_down("blend_down_fwd", img, weight, bias, "new", new, alpha)
+    _check_down("blend_down_fwd", img, weight, bias, "new", new, alpha, slope)
     n, k, h, w = img.shape
     c = new.shape[1]
     y = torch.empty_like(new)
@@ -295,14 +297,15 @@ def blend_down_fwd(img, weight, bias, new, alpha, slope):
 
 def blend_down_bwd(grad_y, img, weight, bias, alpha, slope):
     """(grad_img [N,K,H,W], grad_weight [C,K], grad_bias [C], grad_new [N,C,H/2,W/2])."""
-    _check_down("blend_down_bwd", img, weight, bias, "grad_y", grad_y, alpha)
+    _check_down("blend_down_bwd", img, weight, bias, "grad_y", grad_y, alpha, slope)
     n, k, h, w = img.shape
     c = grad_y.shape[1]
     hw2 = (h // 2) * (w // 2)
     k_block, c_block, p_block = _down_tiles(k, c)
     # Pixel groups per sample: enough programs to fill the GPU, few enough partials to stay small.
-    groups = max(1, min(triton.cdiv(hw2, p_block), (2 if INTERPRET else 1024) // n))
-    grad_img = torch.empty_like(img)
+    groups = max(1, min(triton.cdiv(hw2, p_block), (2 if INTERPRET else 1024) // max(n, 1)))
+    # With no output channels (C = 0) no program runs and the image gets no gradient.
+    grad_img = torch.empty_like(img) if grad_y.numel() else torch.zeros_like(img)
     grad_new = torch.empty_like(grad_y)
     part_w = torch.zeros((n * groups, c, k), dtype=weight.dtype, device=img.device)
     part_b = torch.zeros((n * groups, c), dtype=weight.dtype, device=img.device)

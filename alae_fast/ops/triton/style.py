@@ -11,8 +11,7 @@ import triton
 import triton.language as tl
 
 from alae_fast.ops.triton._common import (SLOPE, RowKernel, acc_dtype, check_activation, check_tensor, const, leaky,
-                                          leaky_grad, row_moments, tl_acc, welford_combine,
-                                          welford_update)
+                                          leaky_grad, row_moments, tl_acc, welford_combine, welford_update)
 
 EPS = tl.constexpr(1e-5)
 
@@ -137,9 +136,16 @@ _fwd = RowKernel(_style_fwd_kernel)
 _bwd = RowKernel(_style_bwd_kernel)
 
 
+def _check_rows(op, x):
+    check_activation(op, "x", x, x.device)
+    if x.shape[2] * x.shape[3] == 0:
+        raise ValueError(f"{op}: argument 'x' has no pixels (H = {x.shape[2]}, W = {x.shape[3]}); the per-row "
+                         "mean and std are undefined, so H·W must be at least 1")
+
+
 def style_fwd(x, bias):
     """(y [N,C,H,W], stats [N,2C] = (mean | std) in acc dtype)."""
-    check_activation("style_fwd", "x", x, x.device)
+    _check_rows("style_fwd", x)
     n, c, h, w = x.shape
     check_tensor("style_fwd", "bias", bias, x.device, acc_dtype(x.dtype), (c,), "[C]")
     y = torch.empty_like(x)
@@ -152,7 +158,7 @@ def style_fwd(x, bias):
 def style_bwd(grad_y, grad_stats, x, bias, stats):
     """(grad_x [N,C,H,W], grad_bias [C]) from grad_y [N,C,H,W] and grad_stats [N,2C] (acc)."""
     op = "style_bwd"
-    check_activation(op, "x", x, x.device)
+    _check_rows(op, x)
     n, c, h, w = x.shape
     acc = acc_dtype(x.dtype)
     check_tensor(op, "grad_y", grad_y, x.device, x.dtype, x.shape, "[N, C, H, W]")
