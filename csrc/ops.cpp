@@ -9,6 +9,8 @@ TORCH_LIBRARY(alae_fast_C, m) {
         "Tensor stats) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("style_fwd(Tensor x, Tensor bias) -> (Tensor, Tensor)");
   m.def("style_bwd(Tensor grad_y, Tensor grad_stats, Tensor x, Tensor bias, Tensor stats) -> (Tensor, Tensor)");
+  m.def("style_bwd2(Tensor grad_y, Tensor grad_stats, Tensor x, Tensor bias, Tensor stats, Tensor? gg_x, "
+        "Tensor? gg_bias, float eps, float slope) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("noise_fwd(Tensor x, Tensor noise, Tensor noise_weight, Tensor? bias, bool act) -> Tensor");
   m.def("noise_bwd(Tensor grad_y, Tensor x, Tensor noise, Tensor noise_weight, Tensor? bias, bool act) "
         "-> (Tensor, Tensor, Tensor)");

@@ -52,6 +52,10 @@ def variants():
             yield style._style_bwd_kernel, {**act("grad_y_ptr", "x_ptr", "grad_x_ptr"),
                                             **par("grad_stats_ptr", "b_ptr", "stats_ptr", "part_b_ptr")}, c, \
                 f"style_bwd {xt} single={single}"
+            yield style._style_bwd2_kernel, {**act("grad_y_ptr", "x_ptr", "gg_x_ptr", "g_grad_y_ptr", "g_x_ptr"),
+                                             **par("grad_stats_ptr", "b_ptr", "stats_ptr", "gg_b_ptr", "g_stats_ptr",
+                                                   "part_b_ptr")}, \
+                dict(c, EPS_=1e-5, SLOPE_=0.2, HAS_GGX=True, HAS_GGB=single), f"style_bwd2 {xt} single={single}"
         for has_bias, activation in ((True, True), (False, False)):
             flags = dict(ACC=acc, HAS_BIAS=has_bias, ACT=activation, BLOCK=1024)
             yield noise._noise_fwd_kernel, {**act("x_ptr", "noise_ptr", "y_ptr"), **par("wn_ptr", "b_ptr")}, flags, \

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from alae_fast.ops import _backend, _checks
-from alae_fast.ops._autograd import reference_double_backward
 
 FROM_RGB_SLOPE = 0.2 * 0.2
 
@@ -161,19 +160,50 @@ def _backward_down(ctx, grad_y):
 
 
 def _setup_down_backward(ctx, inputs, output):
-    grad_y, img, weight, bias, alpha, slope, _backend_name = inputs
+    grad_y, img, weight, bias, alpha, slope, backend = inputs
     ctx.save_for_backward(grad_y, img, weight, bias)
-    ctx.alpha, ctx.slope = alpha, slope
+    ctx.alpha, ctx.slope, ctx.backend = alpha, slope, backend
 
 
 def _double_backward_down(ctx, gg_img, gg_w, gg_b, gg_new):
+    """The backward of blend_down's backward from the forward and backward kernels themselves.
+
+    With pre = W·pool(img) + b and d = lrelu'(pre) (piecewise constant), the backward is bilinear:
+    grad_pre = (1 − α)·d·grad_y, grad_img = up(Wᵀ·grad_pre)/4, grad_W = Σ grad_pre ⊗ pool(img),
+    grad_b = Σ grad_pre, grad_new = α·grad_y. So the cotangent reaching grad_pre is
+    q = W·pool(gg_img) + gg_W·pool(img) + gg_b (two fused 1×1 forwards with slope 1 and α = 0), and
+    the backward kernel with slope 1 and α = 0 maps grad_pre to up(gg_Wᵀ·grad_pre)/4 and
+    Σ grad_pre ⊗ pool(gg_img). b gets no second-order gradient.
+    """
     grad_y, img, weight, bias = ctx.saved_tensors
-    # `new` enters linearly, so a stand-in of the right shape gives the exact product.
-    new = torch.zeros_like(grad_y)
-    (g_grad_y,), (g_img, g_w, g_b, _) = reference_double_backward(
-        blend_down_ref, (img, weight, bias, new), (True, True, True, True), (grad_y,),
-        (gg_img, gg_w, gg_b, gg_new), extra_args=(ctx.alpha, ctx.slope))
-    return g_grad_y, g_img, g_w, g_b, None, None, None
+    a, backend = ctx.alpha, ctx.backend
+    zero_bias = torch.zeros_like(bias)
+
+    def fused_linear(image, w, b):  # w·pool(image) + b: the forward kernel with slope 1 and α = 0
+        return _blend_down_op(image.contiguous(), w.contiguous(), b, grad_y, 0.0, 1.0, backend)
+
+    d = torch.where(fused_linear(img, weight, bias) > 0, 1.0, ctx.slope).to(grad_y.dtype)
+    terms = []
+    if gg_img is not None:
+        terms.append(fused_linear(gg_img, weight, zero_bias))
+    if gg_w is not None:
+        terms.append(fused_linear(img, gg_w, zero_bias))
+    if gg_b is not None:
+        terms.append(gg_b.to(grad_y.dtype).view(1, -1, 1, 1))
+    g_grad_y = (1 - a) * d * sum(terms[1:], terms[0]) if terms else None
+    if gg_new is not None:
+        g_grad_y = a * gg_new if g_grad_y is None else g_grad_y + a * gg_new
+    g_img = g_w = None
+    if gg_img is not None or gg_w is not None:
+        grad_pre = ((1 - a) * d * grad_y).contiguous()
+        g_img_full, g_w_full, _, _ = _blend_down_backward_op(
+            grad_pre, (gg_img if gg_img is not None else img).contiguous(),
+            (gg_w if gg_w is not None else weight).contiguous(), bias, 0.0, 1.0, backend)
+        g_img = g_img_full if gg_w is not None else None
+        g_w = g_w_full if gg_img is not None else None
+    if g_grad_y is not None:
+        g_grad_y = g_grad_y.expand_as(grad_y)
+    return g_grad_y, g_img, g_w, None, None, None, None
 
 
 _blend_down_op.register_autograd(_backward_down, setup_context=_setup_down)

@@ -6,11 +6,12 @@ R1 differentiates through this twice, so it has gradients of second order.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
 from alae_fast.ops import _backend, _checks
-from alae_fast.ops._autograd import reference_double_backward
 
 EPS = 1e-5
 SLOPE = 0.2
@@ -44,6 +45,8 @@ def style_extract_ref(x, bias):
 # Kernel contract (every backend):
 #   style_fwd(x [N,C,H,W], bias [C]) -> (y [N,C,H,W], stats [N,2C] = (mean | std), acc dtype)
 #   style_bwd(grad_y [N,C,H,W], grad_stats [N,2C] acc, x, bias, stats) -> (grad_x [N,C,H,W], grad_bias [C])
+#   style_bwd2(grad_y, grad_stats, x, bias, stats, gg_x [N,C,H,W] or None, gg_bias [C] acc or None, eps, slope)
+#             -> (g_grad_y [N,C,H,W], g_grad_stats [N,2C] acc, g_x [N,C,H,W], g_bias [C]): the backward of style_bwd
 @torch.library.custom_op("alae_fast::style_extract", mutates_args=())
 def _style_op(x: torch.Tensor, bias: torch.Tensor, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     return _backend.kernel(backend, "style_fwd")(x, bias)
@@ -81,15 +84,31 @@ def _backward(ctx, grad_y, grad_stats):
     return gx, gb, None
 
 
+@torch.library.custom_op("alae_fast::style_extract_double_backward", mutates_args=())
+def _style_double_backward_op(
+    grad_y: torch.Tensor, grad_stats: torch.Tensor, x: torch.Tensor, bias: torch.Tensor, stats: torch.Tensor,
+    gg_x: Optional[torch.Tensor], gg_bias: Optional[torch.Tensor], backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _backend.kernel(backend, "style_bwd2")(grad_y, grad_stats, x, bias, stats, gg_x, gg_bias, EPS, SLOPE)
+
+
+@_style_double_backward_op.register_fake
+def _(grad_y, grad_stats, x, bias, stats, gg_x, gg_bias, backend):
+    like_x = torch.empty_like(x, memory_format=torch.contiguous_format)
+    return like_x, torch.empty_like(grad_stats), torch.empty_like(like_x), torch.empty_like(bias)
+
+
 def _setup_backward(ctx, inputs, output):
-    grad_y, grad_stats, x, bias, _stats, _backend_name = inputs
-    ctx.save_for_backward(grad_y, grad_stats, x, bias)
+    grad_y, grad_stats, x, bias, stats, backend = inputs
+    ctx.save_for_backward(grad_y, grad_stats, x, bias, stats)
+    ctx.backend = backend
 
 
 def _double_backward(ctx, ggx, ggb):
-    grad_y, grad_stats, x, bias = ctx.saved_tensors
-    (g_grad_y, g_grad_stats), (gx, gb) = reference_double_backward(
-        _style_stats_ref, (x, bias), (True, True), (grad_y, grad_stats), (ggx, ggb))
+    # The kernel differentiates through the statistics as functions of x, so `stats` gets no gradient.
+    grad_y, grad_stats, x, bias, stats = ctx.saved_tensors
+    g_grad_y, g_grad_stats, gx, gb = _style_double_backward_op(
+        grad_y, grad_stats, x, bias, stats, None if ggx is None else ggx.contiguous(), ggb, ctx.backend)
     return g_grad_y, g_grad_stats, gx, gb, None, None
 
 

@@ -197,6 +197,63 @@ __global__ void __launch_bounds__(THREADS) style_bwd_kernel(
   if (threadIdx.x == 0) partial_b[row] = p[0];
 }
 
+// Backward of the backward (R1's second order); the formulas are those of csrc/cpu/style.cpp's style_bwd2.
+// Two passes over the row: five row sums, then g_grad_y and g_x.
+template <typename scalar_t, int THREADS>
+__global__ void __launch_bounds__(THREADS) style_bwd2_kernel(
+    const scalar_t* __restrict__ grad_y,                      // [N*C, HW]
+    const at::opmath_type<scalar_t>* __restrict__ grad_stats,  // [N, 2C]
+    const scalar_t* __restrict__ x,                           // [N*C, HW]
+    const at::opmath_type<scalar_t>* __restrict__ bias,        // [C]
+    const at::opmath_type<scalar_t>* __restrict__ stats,       // [N, 2C] (mean | std)
+    const scalar_t* __restrict__ gg_x,                        // [N*C, HW] or nullptr (zeros)
+    const at::opmath_type<scalar_t>* __restrict__ gg_bias,     // [C] or nullptr (zeros)
+    scalar_t* __restrict__ g_grad_y,                          // [N*C, HW]
+    at::opmath_type<scalar_t>* __restrict__ g_stats,           // [N, 2C]
+    scalar_t* __restrict__ g_x,                               // [N*C, HW]
+    at::opmath_type<scalar_t>* __restrict__ partial_b,         // [N*C]
+    int C, int HW, at::opmath_type<scalar_t> eps, at::opmath_type<scalar_t> slope) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int row = blockIdx.x, n = row / C, c = row % C;
+  const int64_t base = int64_t(row) * HW;
+  const acc_t b = bias[c], qb = gg_bias ? gg_bias[c] : acc_t(0), inv_m = acc_t(1) / acc_t(HW);
+  const acc_t mean = stats[int64_t(n) * 2 * C + c], sd = stats[int64_t(n) * 2 * C + C + c];
+  const acc_t r = acc_t(1) / sqrt(sd * sd + eps), r3 = r * r * r;
+  acc_t s[5] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0), acc_t(0)};  // Σ g, Σ g·c, Σ u, Σ u·c, Σ u·g
+  for (int i = threadIdx.x; i < HW; i += THREADS) {
+    const acc_t pre = acc_t(x[base + i]) + b, g = acc_t(grad_y[base + i]);
+    const acc_t cen = leaky(pre, slope) - mean;
+    const acc_t u = ((gg_x ? acc_t(gg_x[base + i]) : acc_t(0)) + qb) * leaky_grad(pre, slope);
+    s[0] += g;
+    s[1] += g * cen;
+    s[2] += u;
+    s[3] += u * cen;
+    s[4] += u * g;
+  }
+  block_sum(s);
+  const acc_t mean_g = s[0] * inv_m, a = s[1] * inv_m, mean_u = s[2] * inv_m, uc = s[3] * inv_m;
+  const acc_t u1 = (s[4] - mean_g * s[2]) * inv_m;
+  const acc_t beta = sd > acc_t(0) ? grad_stats[int64_t(n) * 2 * C + C + c] * inv_m / sd : acc_t(0);
+  const acc_t coef_c = acc_t(3) * r3 * r * r * a * uc - r3 * u1 - (sd > acc_t(0) ? beta * uc / (sd * sd) : acc_t(0));
+  const acc_t coef_g = -r3 * uc, coef_u = beta - r3 * a;
+  acc_t p[1] = {acc_t(0)};
+  for (int i = threadIdx.x; i < HW; i += THREADS) {
+    const acc_t pre = acc_t(x[base + i]) + b, g = acc_t(grad_y[base + i]);
+    const acc_t cen = leaky(pre, slope) - mean, d = leaky_grad(pre, slope);
+    const acc_t du = ((gg_x ? acc_t(gg_x[base + i]) : acc_t(0)) + qb) * d - mean_u;
+    g_grad_y[base + i] = scalar_t(r * du - r3 * cen * uc);
+    const acc_t gx = d * (coef_c * cen + coef_g * (g - mean_g) + coef_u * du);
+    g_x[base + i] = scalar_t(gx);
+    p[0] += gx;
+  }
+  block_sum(p);
+  if (threadIdx.x == 0) {
+    g_stats[int64_t(n) * 2 * C + c] = mean_u;
+    g_stats[int64_t(n) * 2 * C + C + c] = sd > acc_t(0) ? uc / sd : acc_t(0);
+    partial_b[row] = p[0];
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor> style_fwd_cuda(const at::Tensor& x,       // [N, C, H, W]
                                                   const at::Tensor& bias) {  // [C] acc
   check_on_cuda("style_fwd", "x", x);
@@ -264,11 +321,65 @@ std::tuple<at::Tensor, at::Tensor> style_bwd_cuda(const at::Tensor& grad_y,     
   return {grad_x, grad_b};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> style_bwd2_cuda(
+    const at::Tensor& grad_y,                  // [N, C, H, W]
+    const at::Tensor& grad_stats,              // [N, 2C] acc
+    const at::Tensor& x,                       // [N, C, H, W]
+    const at::Tensor& bias,                    // [C] acc
+    const at::Tensor& stats,                   // [N, 2C] acc, (mean | std)
+    const std::optional<at::Tensor>& gg_x,     // [N, C, H, W] or none
+    const std::optional<at::Tensor>& gg_bias,  // [C] acc or none
+    double eps, double slope) {
+  check_on_cuda("style_bwd2", "x", x);
+  check_style_args("style_bwd2", x, bias);
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+  check_tensor("style_bwd2", "grad_y", grad_y, x.device(), x.scalar_type(), x.sizes().vec(), "[N, C, H, W]");
+  check_tensor("style_bwd2", "grad_stats", grad_stats, x.device(), bias.scalar_type(), {N, 2 * C}, "[N, 2C]");
+  check_tensor("style_bwd2", "stats", stats, x.device(), bias.scalar_type(), {N, 2 * C}, "[N, 2C]");
+  const bool has_ggx = gg_x.has_value() && gg_x->defined();
+  const bool has_ggb = gg_bias.has_value() && gg_bias->defined();
+  if (has_ggx) check_tensor("style_bwd2", "gg_x", *gg_x, x.device(), x.scalar_type(), x.sizes().vec(), "[N, C, H, W]");
+  if (has_ggb) check_tensor("style_bwd2", "gg_bias", *gg_bias, x.device(), bias.scalar_type(), {C}, "[C]");
+  const c10::cuda::CUDAGuard guard(x.device());
+  auto g_grad_y = at::empty_like(x);
+  auto g_x = at::empty_like(x);
+  auto g_stats = at::zeros({N, 2 * C}, bias.options());
+  auto g_b = at::zeros_like(bias);
+  if (x.numel() == 0) return {g_grad_y, g_stats, g_x, g_b};
+  auto partial_b = at::empty({N, C}, bias.options());
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "style_bwd2_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    auto launch = [&](auto threads) {
+      constexpr int kThreads = decltype(threads)::value;
+      style_bwd2_kernel<scalar_t, kThreads><<<unsigned(N * C), kThreads, 0, stream>>>(
+          grad_y.const_data_ptr<scalar_t>(), grad_stats.const_data_ptr<acc_t>(), x.const_data_ptr<scalar_t>(),
+          bias.const_data_ptr<acc_t>(), stats.const_data_ptr<acc_t>(),
+          has_ggx ? gg_x->const_data_ptr<scalar_t>() : nullptr, has_ggb ? gg_bias->const_data_ptr<acc_t>() : nullptr,
+          g_grad_y.mutable_data_ptr<scalar_t>(), g_stats.mutable_data_ptr<acc_t>(), g_x.mutable_data_ptr<scalar_t>(),
+          partial_b.mutable_data_ptr<acc_t>(), int(C), int(HW), acc_t(eps), acc_t(slope));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    };
+    if (HW <= 1024) {
+      launch(Int<128>{});
+    } else if (HW <= 4096) {
+      launch(Int<256>{});
+    } else {
+      launch(Int<512>{});
+    }
+    sum_over_n_kernel<acc_t><<<unsigned((C + 255) / 256), 256, 0, stream>>>(
+        partial_b.const_data_ptr<acc_t>(), g_b.mutable_data_ptr<acc_t>(), int(N), int(C));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {g_grad_y, g_stats, g_x, g_b};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(alae_fast_C, CUDA, m) {
   m.impl("style_fwd", &style_fwd_cuda);
   m.impl("style_bwd", &style_bwd_cuda);
+  m.impl("style_bwd2", &style_bwd2_cuda);
 }
 
 }  // namespace alae_fast

@@ -11,7 +11,7 @@ alae_fast/ops/_backend.py resolve() prefers 'cuda', then 'triton', on CUDA tenso
 from alae_fast.ops.triton.adain import adain_bwd, adain_fwd
 from alae_fast.ops.triton.blend import blend_down_bwd, blend_down_fwd, blend_real_fwd, blend_up_bwd, blend_up_fwd
 from alae_fast.ops.triton.noise import noise_bwd, noise_fwd
-from alae_fast.ops.triton.style import style_bwd, style_fwd
+from alae_fast.ops.triton.style import style_bwd, style_bwd2, style_fwd
 
 __all__ = [
     "adain_bwd",
@@ -24,5 +24,6 @@ __all__ = [
     "noise_bwd",
     "noise_fwd",
     "style_bwd",
+    "style_bwd2",
     "style_fwd",
 ]

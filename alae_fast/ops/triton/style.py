@@ -132,8 +132,91 @@ def _style_bwd_kernel(
     tl.store(part_b_ptr + rows, sum_dpre, mask=row_ok)
 
 
+@triton.jit
+def _style_bwd2_kernel(
+    grad_y_ptr,  # [N*C, HW] x.dtype
+    grad_stats_ptr,  # [N, 2C] acc, (d mean | d std)
+    x_ptr,  # [N*C, HW] x.dtype
+    b_ptr,  # [C] acc
+    stats_ptr,  # [N, 2C] acc, (mean | std)
+    gg_x_ptr,  # [N*C, HW] x.dtype (read when HAS_GGX)
+    gg_b_ptr,  # [C] acc (read when HAS_GGB)
+    g_grad_y_ptr,  # [N*C, HW] x.dtype, written
+    g_stats_ptr,  # [N, 2C] acc, written
+    g_x_ptr,  # [N*C, HW] x.dtype, written
+    part_b_ptr,  # [N*C] acc, written: Σ_hw g_x of each row
+    C,  # channels
+    NC,  # rows = N*C
+    HW,  # row length
+    EPS_: tl.constexpr, SLOPE_: tl.constexpr, HAS_GGX: tl.constexpr, HAS_GGB: tl.constexpr,
+    ACC: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr, SINGLE: tl.constexpr,
+):
+    """Backward of style_bwd; the formulas are those of csrc/cpu/style.cpp's style_bwd2."""
+    slope = const(SLOPE_, ACC)
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # [ROWS]
+    row_ok = rows < NC
+    n, c = rows // C, rows % C
+    b = tl.load(b_ptr + c, mask=row_ok, other=0)[:, None]
+    qb = tl.load(gg_b_ptr + c, mask=row_ok, other=0)[:, None] if HAS_GGB else tl.zeros([ROWS, 1], ACC)
+    mean = tl.load(stats_ptr + n * 2 * C + c, mask=row_ok, other=0)
+    sd = tl.load(stats_ptr + n * 2 * C + C + c, mask=row_ok, other=0)
+    r = 1.0 / tl.sqrt(sd * sd + const(EPS_, ACC))
+    mean = mean[:, None]
+    x_row = x_ptr + rows[:, None] * HW  # [ROWS, 1]
+    g_row = grad_y_ptr + rows[:, None] * HW
+    q_row = gg_x_ptr + rows[:, None] * HW
+    cols = tl.arange(0, BLOCK)[None, :]  # [1, BLOCK]
+    acc_g = tl.zeros([ROWS, BLOCK], ACC)
+    acc_gc = tl.zeros([ROWS, BLOCK], ACC)
+    acc_u = tl.zeros([ROWS, BLOCK], ACC)
+    acc_uc = tl.zeros([ROWS, BLOCK], ACC)
+    acc_ug = tl.zeros([ROWS, BLOCK], ACC)
+    for start in range(0, 1 if SINGLE else HW, BLOCK):
+        mask = row_ok[:, None] & (start + cols < HW)
+        pre = tl.load(x_row + start + cols, mask=mask, other=0).to(ACC) + b
+        g = tl.load(g_row + start + cols, mask=mask, other=0).to(ACC)
+        q = tl.load(q_row + start + cols, mask=mask, other=0).to(ACC) if HAS_GGX else 0.0
+        cen = tl.where(mask, leaky(pre, slope) - mean, 0.0)
+        u = tl.where(mask, (q + qb) * leaky_grad(pre, slope), 0.0)
+        acc_g += g
+        acc_gc += g * cen
+        acc_u += u
+        acc_uc += u * cen
+        acc_ug += u * g
+    s_g, s_u = tl.sum(acc_g, 1), tl.sum(acc_u, 1)
+    mean_g, a, mean_u, uc = s_g / HW, tl.sum(acc_gc, 1) / HW, s_u / HW, tl.sum(acc_uc, 1) / HW
+    u1 = (tl.sum(acc_ug, 1) - mean_g * s_u) / HW
+    g_sd = tl.load(grad_stats_ptr + n * 2 * C + C + c, mask=row_ok, other=0)
+    positive = sd > 0
+    safe_sd = tl.where(positive, sd, 1.0)
+    beta = tl.where(positive, g_sd / (HW * safe_sd), 0.0)
+    r3 = r * r * r
+    coef_c = 3.0 * r3 * r * r * a * uc - r3 * u1 - tl.where(positive, beta * uc / (safe_sd * safe_sd), 0.0)
+    coef_g, coef_u = (-r3 * uc)[:, None], (beta - r3 * a)[:, None]
+    coef_c, r, r3, uc2 = coef_c[:, None], r[:, None], r3[:, None], uc[:, None]
+    mean_g2, mean_u2 = mean_g[:, None], mean_u[:, None]
+    acc_d = tl.zeros([ROWS, BLOCK], ACC)
+    for start in range(0, 1 if SINGLE else HW, BLOCK):
+        mask = row_ok[:, None] & (start + cols < HW)
+        pre = tl.load(x_row + start + cols, mask=mask, other=0).to(ACC) + b
+        g = tl.load(g_row + start + cols, mask=mask, other=0).to(ACC)
+        q = tl.load(q_row + start + cols, mask=mask, other=0).to(ACC) if HAS_GGX else 0.0
+        d = leaky_grad(pre, slope)
+        cen = leaky(pre, slope) - mean
+        du = (q + qb) * d - mean_u2
+        tl.store(g_grad_y_ptr + rows[:, None] * HW + start + cols,
+                 (r * du - r3 * cen * uc2).to(g_grad_y_ptr.dtype.element_ty), mask=mask)
+        gx = tl.where(mask, d * (coef_c * cen + coef_g * (g - mean_g2) + coef_u * du), 0.0)
+        tl.store(g_x_ptr + rows[:, None] * HW + start + cols, gx.to(g_x_ptr.dtype.element_ty), mask=mask)
+        acc_d += gx
+    tl.store(g_stats_ptr + n * 2 * C + c, mean_u, mask=row_ok)
+    tl.store(g_stats_ptr + n * 2 * C + C + c, tl.where(positive, uc / safe_sd, 0.0), mask=row_ok)
+    tl.store(part_b_ptr + rows, tl.sum(acc_d, 1), mask=row_ok)
+
+
 _fwd = RowKernel(_style_fwd_kernel)
 _bwd = RowKernel(_style_bwd_kernel)
+_bwd2 = RowKernel(_style_bwd2_kernel)
 
 
 def _check_rows(op, x):
@@ -171,3 +254,29 @@ def style_bwd(grad_y, grad_stats, x, bias, stats):
     if x.numel():
         _bwd(n * c, h * w, grad_y, grad_stats, x, bias, stats, grad_x, part_b, c, ACC=tl_acc(x.dtype))
     return grad_x, part_b.sum(0)
+
+
+def style_bwd2(grad_y, grad_stats, x, bias, stats, gg_x, gg_bias, eps, slope):
+    """(g_grad_y [N,C,H,W], g_grad_stats [N,2C], g_x [N,C,H,W], g_bias [C]): the backward of style_bwd
+    for the cotangents gg_x [N,C,H,W] and gg_bias [C] of its outputs (None: zeros)."""
+    op = "style_bwd2"
+    _check_rows(op, x)
+    n, c, h, w = x.shape
+    acc = acc_dtype(x.dtype)
+    check_tensor(op, "grad_y", grad_y, x.device, x.dtype, x.shape, "[N, C, H, W]")
+    check_tensor(op, "grad_stats", grad_stats, x.device, acc, (n, 2 * c), "[N, 2C]")
+    check_tensor(op, "bias", bias, x.device, acc, (c,), "[C]")
+    check_tensor(op, "stats", stats, x.device, acc, (n, 2 * c), "[N, 2C]")
+    if gg_x is not None:
+        check_tensor(op, "gg_x", gg_x, x.device, x.dtype, x.shape, "[N, C, H, W]")
+    if gg_bias is not None:
+        check_tensor(op, "gg_bias", gg_bias, x.device, acc, (c,), "[C]")
+    g_grad_y, g_x = torch.empty_like(x), torch.empty_like(x)
+    g_stats = torch.zeros((n, 2 * c), dtype=acc, device=x.device)
+    part_b = torch.zeros((n, c), dtype=acc, device=x.device)
+    if x.numel():
+        _bwd2(n * c, h * w, grad_y, grad_stats, x, bias, stats, x if gg_x is None else gg_x,
+              bias if gg_bias is None else gg_bias, g_grad_y, g_stats, g_x, part_b, c,
+              EPS_=float(eps), SLOPE_=float(slope), HAS_GGX=gg_x is not None, HAS_GGB=gg_bias is not None,
+              ACC=tl_acc(x.dtype))
+    return g_grad_y, g_stats, g_x, part_b.sum(0)
