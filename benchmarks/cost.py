@@ -1,6 +1,7 @@
 """Cost of one training iteration, counted on the CPU without running it.
 
     python -m benchmarks.cost --config ffhq --lod 8 --batch 4 [--blend 0.5] [--json]
+    python -m benchmarks.cost --write benchmarks/results/cost     # the committed table (ffhq lod 8, celeba-hq256 lod 6)
 
 Runs the shipped step unit (alae_fast.train.step.ALAEStep) on fake tensors (shapes and dtypes only,
 no data, no compute) under a dispatch mode that records every ATen op and fused alae_fast op. Per
@@ -8,8 +9,8 @@ variant and per phase (d: D/E step with R1, g: G/F step, ae: latent-AE step) it 
   bytes                 read + written by every op that is not a matmul or convolution
   ops                   ATen ops / fused ops that launch work (views and metadata are free)
   flops                 of matmuls and convolutions (forward and backward)
-  single_channel_convs  convolutions over one channel, as PyTorch's double backward of a grouped
-                        convolution issues per group
+  single_channel_convs  convolutions of one output channel over a batch of one, as PyTorch's double
+                        backward of a grouped convolution issues per group
 The optimizer is counted as Adam's 7 accesses (p, g, m, v read; p, m, v written) per parameter
 element, one op per optimizer step (fused Adam). Variants:
   fp32-eager   fp32, pure-PyTorch reference ops
@@ -29,6 +30,7 @@ import math
 import sys
 from collections import defaultdict
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -107,11 +109,12 @@ def _matmul_flops(name: str, args, out) -> int:
 
 
 def _single_channel_conv(name: str, args) -> bool:
-    if name not in ("convolution", "convolution_backward"):
+    """One output channel over a batch of one: the per-group convolutions that PyTorch's double backward of a
+    grouped convolution issues (its weight gradient, group by group)."""
+    if name != "convolution":
         return False
-    x = args[1] if name == "convolution_backward" else args[0]
-    w = args[2] if name == "convolution_backward" else args[1]
-    return x.dim() == 4 and x.shape[1] == 1 and w.shape[1] == 1 and w.shape[0] == 1
+    x, w, groups = args[0], args[1], args[8] if len(args) > 8 else 1
+    return x.dim() == 4 and x.shape[0] == 1 and w.shape[0] == 1 and groups == 1
 
 
 class CostCounter(TorchDispatchMode):
@@ -210,15 +213,45 @@ def format_table(rep: dict) -> str:
     return "\n".join(lines)
 
 
+TABLE_CASES = (("ffhq", 8, 4), ("celeba-hq256", 6, 4))
+TARGETS = "bf16-fused: non-matmul bytes ≤ 40 GB, ops ≤ 3,000, 0 single-channel convolutions, D+R1 bytes below bf16-eager's"
+
+
+def write_results(directory) -> Path:
+    """The JSON of every TABLE_CASES entry and table.md beside them."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = ["# Cost of one training iteration, counted on the CPU (benchmarks/cost.py)", "",
+             f"torch {torch.__version__}; per-GPU batch as named; stable phase (blend 1). Targets: {TARGETS}.", "",
+             "| config | variant | GB moved (non-matmul) | D+R1 GB | ops | TFLOP | single-channel convs |",
+             "|---|---|---|---|---|---|---|"]
+    for config, lod, batch in TABLE_CASES:
+        rep = report(config, lod, batch)
+        (directory / f"{config}-lod{lod}-batch{batch}.json").write_text(json.dumps(rep, indent=1))
+        for name, v in rep["variants"].items():
+            lines.append(f"| {config} lod {lod} batch {batch} | {name} | {v['bytes'] / 1e9:.1f} | "
+                         f"{v['phases']['d']['bytes'] / 1e9:.1f} | {v['ops']} | {v['flops'] / 1e12:.2f} | "
+                         f"{v['single_channel_convs']} |")
+    path = directory / "table.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.cost", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True, help="built-in config name (ffhq, celeba-hq256, mnist, tiny, ...)")
-    p.add_argument("--lod", type=int, required=True)
-    p.add_argument("--batch", type=int, required=True, help="per-GPU batch")
+    p.add_argument("--write", metavar="DIR", help="write the committed table (TABLE_CASES) to DIR and exit")
+    p.add_argument("--config", help="built-in config name (ffhq, celeba-hq256, mnist, tiny, ...)")
+    p.add_argument("--lod", type=int)
+    p.add_argument("--batch", type=int, help="per-GPU batch")
     p.add_argument("--blend", type=float, default=1.0, help="< 1 counts a transition (the blend ops run)")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args(argv)
+    if args.write:
+        print(write_results(args.write))
+        return 0
+    if args.config is None or args.lod is None or args.batch is None:
+        p.error("--config, --lod and --batch are required (or --write DIR)")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:

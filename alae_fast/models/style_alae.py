@@ -94,7 +94,8 @@ class Generator(nn.Module):
 
 
 class EncodeBlock(nn.Module):
-    """conv_1 → extract_1 → blur → conv_2 (down) → extract_2. Returns (x, w1 + w2)."""
+    """conv_1 → extract_1 → blur → conv_2 (down) → extract_2. Returns (x, [stats_1, stats_2]): the fp32
+    [N, 2C] instance-norm statistics that extract_1.style and extract_2.style map to latents."""
 
     def __init__(self, index: int, in_channels: int, out_channels: int, latent_size: int, in_resolution: int,
                  impl: str):
@@ -107,17 +108,22 @@ class EncodeBlock(nn.Module):
         self.conv_2 = EqualizedConv2d(in_channels, out_channels, 3, bias=False, down=self.fused)
         self.extract_2 = StyleExtract(out_channels, latent_size, impl)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x, w1 = self.extract_1(self.conv_1(x))
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        x, stats_1 = self.extract_1.statistics(self.conv_1(x))
         x = self.conv_2(self.blur(x))
         if not self.fused:
             x = F.avg_pool2d(x, 2)
-        x, w2 = self.extract_2(x)
-        return x, w1 + w2
+        x, stats_2 = self.extract_2.statistics(x)
+        return x, [stats_1, stats_2]
 
 
 class Encoder(nn.Module):
-    """E: image [N, channels, 4·2^lod, 4·2^lod] -> w [N, ℓ] = Σ over active blocks (w1 + w2)."""
+    """E: image [N, channels, 4·2^lod, 4·2^lod] -> w [N, ℓ] = Σ over active blocks (w1 + w2).
+
+    The per-layer style linears are summed as one matmul over the concatenated statistics: with
+    s_j the statistics, W_j, b_j, c_j a style layer's weight, bias and runtime scale,
+    Σ_j (c_j·s_j·W_jᵀ + b_j) = (s ⊙ c)·[W_1 … W_k]ᵀ + Σ_j b_j (the new block's terms times blend).
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -128,17 +134,36 @@ class Encoder(nn.Module):
         self.blocks = nn.ModuleList(
             EncodeBlock(j, chans[j], outs[j], cfg.latent_size, side >> j, cfg.impl) for j in range(cfg.layer_count))
         self.from_rgb = nn.ModuleList(FromRGB(cfg.channels, c, cfg.impl) for c in chans)
+        styles = [layer.style for block in self.blocks for layer in (block.extract_1, block.extract_2)]
+        gains = [torch.full((s.in_features,), s.weight_gain) for s in styles]
+        self.register_buffer("style_gains", torch.cat(gains), persistent=False)  # [Σ 2C] over every layer
+        self.style_offsets = [0]
+        for s in styles:
+            self.style_offsets.append(self.style_offsets[-1] + s.in_features)
 
     def forward(self, img: torch.Tensor, lod: int, blend: float = 1.0) -> torch.Tensor:
         first = self.layer_count - 1 - lod
-        x, w = self.blocks[first](self.from_rgb[first](img))
-        if lod > 0 and blend < 1.0:
-            w = w * blend
+        x, stats = self.blocks[first](self.from_rgb[first](img))
+        transition = lod > 0 and blend < 1.0
+        if transition:
             x = self.from_rgb[first + 1].blend(img, x, blend)
         for block in self.blocks[first + 1:]:
-            x, wj = block(x)
-            w = w + wj
-        return w
+            x, block_stats = block(x)
+            stats += block_stats
+        return self._summed_styles(first, stats, blend if transition else 1.0)
+
+    def _summed_styles(self, first: int, stats: list[torch.Tensor], blend: float) -> torch.Tensor:
+        layers = [layer.style for block in self.blocks[first:] for layer in (block.extract_1, block.extract_2)]
+        start, new = self.style_offsets[2 * first], self.style_offsets[2 * first + 2] - self.style_offsets[2 * first]
+        gains = self.style_gains[start:]
+        biases = torch.stack([layer.bias for layer in layers])
+        if blend < 1.0:  # the new block's two layers fade in
+            gains = torch.cat([gains[:new] * blend, gains[new:]])
+            bias = biases[2:].sum(0) + biases[:2].sum(0) * blend
+        else:
+            bias = biases.sum(0)
+        weight = torch.cat([layer.weight for layer in layers], dim=1)
+        return F.linear(torch.cat(stats, dim=1) * gains.to(stats[0].dtype), weight, bias)
 
 
 class StyleALAE(ALAEBase):

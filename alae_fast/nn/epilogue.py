@@ -52,6 +52,11 @@ class StyleExtract(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
         self.style = EqualizedLinear(2 * channels, latent_size)
 
+    def statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(y [N, C, H, W], the statistics [N, 2C] that `style` maps to w, in fp32 (fp64 for fp64 x))."""
+        stats_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        return ops.style_extract(x, self.bias, impl=self.impl, style_dtype=stats_dtype)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y, stats = ops.style_extract(x, self.bias, impl=self.impl)
+        y, stats = self.statistics(x)
         return y, self.style(stats)

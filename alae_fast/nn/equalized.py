@@ -13,6 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _scaled(bias: torch.Tensor | None, lrmul: float) -> torch.Tensor | None:
+    """The runtime bias lrmul·b (b itself, with no op, when lrmul is 1)."""
+    return bias if bias is None or lrmul == 1.0 else bias * lrmul
+
+
 class EqualizedLinear(nn.Module):
     """y = x · (c·W)ᵀ + lrmul·b.  weight [out, in]."""
 
@@ -26,19 +31,21 @@ class EqualizedLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     def scaled_bias(self):
-        return None if self.bias is None else self.bias * self.lrmul
+        return _scaled(self.bias, self.lrmul)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.weight_gain, self.scaled_bias())
+        # (x·c)·Wᵀ rather than x·(c·W)ᵀ: the weight enters as the leaf parameter, so autocast casts it
+        # once per region, and the scale touches the small input instead of the weight.
+        return F.linear(x * self.weight_gain, self.weight, self.scaled_bias())
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, gain={self.weight_gain:.4g}, lrmul={self.lrmul}"
 
 
-def _fuse_3x3_to_4x4(w: torch.Tensor) -> torch.Tensor:
-    """Sum of the 4 one-pixel shifts of a padded 3x3 kernel: the 4x4 kernel of a stride-2 resampling conv."""
-    w = F.pad(w, (1, 1, 1, 1))
-    return w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]
+def _fuse_3x3_to_4x4(w: torch.Tensor, scale: float) -> torch.Tensor:
+    """scale × the sum of the 4 one-pixel shifts of a padded 3x3 kernel: the 4x4 kernel of a stride-2
+    resampling conv (a 2x2 average of the padded kernel, times 4)."""
+    return F.avg_pool2d(F.pad(w, (1, 1, 1, 1)), 2, stride=1) * (4 * scale)
 
 
 class EqualizedConv2d(nn.Module):
@@ -65,16 +72,15 @@ class EqualizedConv2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
     def scaled_bias(self):
-        return None if self.bias is None else self.bias * self.lrmul
+        return _scaled(self.bias, self.lrmul)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight * self.weight_gain
         b = self.scaled_bias()
         if self.up:
-            return F.conv_transpose2d(x, _fuse_3x3_to_4x4(w), b, stride=2, padding=1)
+            return F.conv_transpose2d(x, _fuse_3x3_to_4x4(self.weight, self.weight_gain), b, stride=2, padding=1)
         if self.down:
-            return F.conv2d(x, _fuse_3x3_to_4x4(w) * 0.25, b, stride=2, padding=1)
-        return F.conv2d(x, w, b, padding=self.kernel_size // 2)
+            return F.conv2d(x, _fuse_3x3_to_4x4(self.weight, self.weight_gain * 0.25), b, stride=2, padding=1)
+        return F.conv2d(x, self.weight * self.weight_gain, b, padding=self.kernel_size // 2)
 
     def extra_repr(self) -> str:
         mode = ", up" if self.up else ", down" if self.down else ""

@@ -67,9 +67,12 @@ def _setup(ctx, inputs, output):
     ctx.save_for_backward(x, noise, noise_weight, bias, style, output[1])
     ctx.backend = backend
     ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # no zero-filled gradient for the statistics output
 
 
 def _backward(ctx, grad_y, _grad_stats):
+    if grad_y is None:
+        return None, None, None, None, None, None
     x, noise, noise_weight, bias, style, stats = ctx.saved_tensors
     gx, gwn, gb, gs = _adain_backward_op(grad_y.contiguous(), x, noise, noise_weight, bias, style, stats, ctx.backend)
     g_noise = noise_grad(gx, noise_weight) if ctx.needs_input_grad[1] else None

@@ -102,10 +102,13 @@ def _setup_backward(ctx, inputs, output):
     grad_y, grad_stats, x, bias, stats, backend = inputs
     ctx.save_for_backward(grad_y, grad_stats, x, bias, stats)
     ctx.backend = backend
+    ctx.set_materialize_grads(False)  # the kernel takes a missing cotangent as zeros
 
 
 def _double_backward(ctx, ggx, ggb):
     # The kernel differentiates through the statistics as functions of x, so `stats` gets no gradient.
+    if ggx is None and ggb is None:
+        return None, None, None, None, None, None
     grad_y, grad_stats, x, bias, stats = ctx.saved_tensors
     g_grad_y, g_grad_stats, gx, gb = _style_double_backward_op(
         grad_y, grad_stats, x, bias, stats, None if ggx is None else ggx.contiguous(), ggb, ctx.backend)
@@ -116,20 +119,22 @@ _style_op.register_autograd(_backward, setup_context=_setup)
 _style_backward_op.register_autograd(_double_backward, setup_context=_setup_backward)
 
 
-def style_extract(x, bias, *, impl: str = "auto"):
+def style_extract(x, bias, *, impl: str = "auto", style_dtype: torch.dtype | None = None):
     """Fused bias + leaky ReLU + instance-norm statistics + normalisation.
 
     x [N, C, H, W] with H·W ≥ 1 (the statistics of an empty row are undefined, so every backend
-    refuses H·W = 0; N = 0 and C = 0 give empty results); bias [C]. Returns (y [N, C, H, W],
-    style [N, 2C] = (mean | std)), both in x.dtype, statistics computed in fp32. Differentiable
-    twice (R1).
+    refuses H·W = 0; N = 0 and C = 0 give empty results); bias [C]. Returns (y [N, C, H, W] in x.dtype,
+    style [N, 2C] = (mean | std) in style_dtype, default x.dtype); statistics are computed in fp32.
+    Differentiable twice (R1).
     """
     _, c, h, w = _checks.activation(_OP, "x", x)
     _checks.nonempty_rows(_OP, "x", h, w)
     _checks.tensor(_OP, "bias", bias, (c,), spec="[C]", like=x)
+    style_dtype = style_dtype or x.dtype
     backend = _backend.resolve(impl, x)
     if backend == "ref":
-        return style_extract_ref(x, bias)
+        y, stats = _style_stats_ref(x, bias)
+        return y, stats.to(style_dtype)
     acc = _backend.acc_dtype(x.dtype)
     y, stats = _style_op(x.contiguous(), bias.to(acc).contiguous(), backend)
-    return y, stats.to(x.dtype)
+    return y, stats.to(style_dtype)
