@@ -41,7 +41,8 @@ def build_cuda() -> bool:
 
 def extension():
     rel = lambda paths: sorted(os.path.relpath(p, ROOT) for p in paths)  # noqa: E731
-    sources = rel(glob.glob(os.path.join(ROOT, "csrc", "*.cpp")) + glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.cpp")))
+    # csrc/<op>/cpu.cpp and csrc/<op>/cuda.cu hold each op's kernels; csrc/*.cpp the schemas and the module.
+    sources = rel(glob.glob(os.path.join(ROOT, "csrc", "*.cpp")) + glob.glob(os.path.join(ROOT, "csrc", "*", "cpu.cpp")))
     cxx = ["-O3", "-g0", "-std=c++20"] + (["-fopenmp"] if sys.platform == "linux" else [])
     libs = ["gomp"] if sys.platform == "linux" else []
     if not build_cuda():
@@ -53,7 +54,7 @@ def extension():
         nvcc.append("-Xptxas=-v")
     return CUDAExtension(
         "alae_fast._C",
-        sources + rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu"))),
+        sources + rel(glob.glob(os.path.join(ROOT, "csrc", "*", "cuda.cu"))),
         define_macros=[("ALAE_FAST_WITH_CUDA", None)],
         extra_compile_args={"cxx": cxx, "nvcc": nvcc},
         libraries=libs,

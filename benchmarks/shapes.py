@@ -68,7 +68,7 @@ class OpShape:
 
 
 def _case_shape(op: str, cfg: Config, lod: int):
-    """Argument `shape` of alae_fast.ops.cases.CASES[op].make at `lod`, or None if the op is idle."""
+    """Argument `shape` of testing.op_cases.CASES[op].make at `lod`, or None if the op is idle."""
     n, r = cfg.batch(lod), cfg.resolution(lod)
     c = cfg.gen_channels(lod)
     if op in ("modulated_adain", "style_extract", "noise_inject"):

@@ -4,7 +4,7 @@ Grid: op × backend × dtype × shape × mode. Backends: 'ref' (eager reference)
 (the reference under torch.compile), and the kernels 'cpu' (CPU only), 'cuda', 'triton'
 (GPU only; Triton's CPU interpreter is far too slow to time). Shapes are StyleALAE's real
 layer shapes (benchmarks/shapes.py). A parity mismatch fails the case before any timing: the
-parity rule of alae_fast.ops.cases (at most 2x the error of the eager reference in the same
+parity rule of testing.op_cases (at most 2x the error of the eager reference in the same
 dtype against the fp64 reference, both computed on the benchmark device). The torch.compile
 cases run after all others (benchmarks/conftest.py), so a time limit cuts them first.
 
@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from alae_fast.ops import _backend
-from alae_fast.ops.cases import CASES, check_parity, make_reference
+from testing.op_cases import CASES, check_parity, make_reference
 from benchmarks import shapes, timing
 from benchmarks.conftest import DTYPES, bench_device, device_name, option_list
 

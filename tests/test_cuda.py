@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from alae_fast.ops import _backend
-from alae_fast.ops.cases import CASES, check_parity
+from testing.op_cases import CASES, check_parity
 
 pytestmark = pytest.mark.gpu
 

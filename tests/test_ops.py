@@ -1,5 +1,5 @@
 """Every fused op on every backend against the fp64 reference, under the parity rule of
-alae_fast.ops.cases (at most 2x PyTorch's own error in the same dtype), and the ops' edge cases:
+testing.op_cases (at most 2x PyTorch's own error in the same dtype), and the ops' edge cases:
 zero-size inputs, noise gradients, scalar arguments. The cuda and triton-cuda parametrizations
 carry the `gpu` mark (tests/backends.py)."""
 
@@ -11,9 +11,9 @@ import torch
 
 from alae_fast import ops
 from alae_fast.ops import _backend
-from alae_fast.ops import adain as adain_module
-from alae_fast.ops import noise as noise_module
-from alae_fast.ops.cases import CASES, check_parity
+from alae_fast.ops.adain import op as adain_module
+from alae_fast.ops.noise import op as noise_module
+from testing.op_cases import CASES, check_parity
 
 from backends import EVERY_BACKEND, KERNELS
 

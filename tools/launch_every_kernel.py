@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 
 from alae_fast import ops  # noqa: E402
-from alae_fast.ops.cases import CASES  # noqa: E402
+from testing.op_cases import CASES  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}
 # [N, C, H, W]: H·W = 1, 35, 1023, 4095, 16383 (just under each register bucket) and 16637 (looped).

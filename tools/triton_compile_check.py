@@ -14,7 +14,10 @@ import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from alae_fast.ops.triton import adain, blend, noise, style  # noqa: E402
+from alae_fast.ops.adain import triton as adain  # noqa: E402
+from alae_fast.ops.blend import triton as blend  # noqa: E402
+from alae_fast.ops.noise import triton as noise  # noqa: E402
+from alae_fast.ops.style import triton as style  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
 

@@ -11,6 +11,7 @@ the tensor's device. An explicit impl that cannot run raises and says why.
 
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
 
@@ -115,13 +116,13 @@ def resolve(impl: str, x: torch.Tensor) -> str:
 
 
 def kernel(backend: str, name: str):
-    """The forward/backward kernel `name` of a concrete backend."""
+    """The kernel `name` of a concrete backend: `<op>_<pass>` lives in csrc/<op>/ (cpu, cuda) and
+    alae_fast/ops/<op>/triton.py."""
     if backend in ("cpu", "cuda"):
         return getattr(torch.ops.alae_fast_C, name)
     if backend == "triton":
-        from alae_fast.ops import triton as triton_kernels
-
-        return getattr(triton_kernels, name)
+        module = importlib.import_module(f"alae_fast.ops.{name.split('_')[0]}.triton")
+        return getattr(module, name)
     raise ValueError(f"no kernels for backend {backend!r}")
 
 

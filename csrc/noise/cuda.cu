@@ -12,10 +12,10 @@
 
 #include <optional>
 
-#include "../noise.h"
-#include "launch.cuh"
-#include "reduce.cuh"
-#include "rows.cuh"
+#include "noise.h"
+#include "../cuda_common/launch.cuh"
+#include "../cuda_common/reduce.cuh"
+#include "../cuda_common/rows.cuh"
 
 namespace alae_fast {
 namespace {

@@ -8,8 +8,8 @@
 #include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
-#include "../noise.h"
-#include "vec_cpu.h"
+#include "noise.h"
+#include "../cpu_vec.h"
 
 namespace alae_fast {
 namespace {

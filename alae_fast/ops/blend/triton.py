@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from alae_fast.ops.triton._common import (INTERPRET, FlatKernel, acc_dtype, check_activation, check_alpha, check_even,
+from alae_fast.ops._triton import (INTERPRET, FlatKernel, acc_dtype, check_activation, check_alpha, check_even,
                                           check_slope, check_tensor, leaky, leaky_grad, scalar, split_scalar,
                                           tl_acc)
 

@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from alae_fast.ops.triton._common import (SLOPE, RowKernel, acc_dtype, check_activation, check_tensor, const, leaky,
+from alae_fast.ops._triton import (SLOPE, RowKernel, acc_dtype, check_activation, check_tensor, const, leaky,
                                           leaky_grad, row_moments, tl_acc, welford_combine, welford_update)
 
 EPS = tl.constexpr(1e-5)

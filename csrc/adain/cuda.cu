@@ -11,10 +11,10 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include "../adain.h"
-#include "launch.cuh"
-#include "reduce.cuh"
-#include "rows.cuh"
+#include "adain.h"
+#include "../cuda_common/launch.cuh"
+#include "../cuda_common/reduce.cuh"
+#include "../cuda_common/rows.cuh"
 
 namespace alae_fast {
 namespace {

@@ -1,7 +1,7 @@
 // Argument contract of the blended-resampling kernels (CPU and CUDA).
 #pragma once
 
-#include "common.h"
+#include "../common.h"
 
 namespace alae_fast {
 

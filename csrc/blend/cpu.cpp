@@ -10,8 +10,8 @@
 
 #include <algorithm>
 
-#include "../blend.h"
-#include "vec_cpu.h"
+#include "blend.h"
+#include "../cpu_vec.h"
 
 namespace alae_fast {
 namespace {

@@ -12,10 +12,10 @@
 
 #include <initializer_list>
 
-#include "../blend.h"
-#include "launch.cuh"
-#include "reduce.cuh"
-#include "rows.cuh"
+#include "blend.h"
+#include "../cuda_common/launch.cuh"
+#include "../cuda_common/reduce.cuh"
+#include "../cuda_common/rows.cuh"
 
 namespace alae_fast {
 namespace {

@@ -3,7 +3,7 @@
 
 #include <optional>
 
-#include "common.h"
+#include "../common.h"
 
 namespace alae_fast {
 

@@ -9,8 +9,8 @@
 
 #include <cmath>
 
-#include "../adain.h"
-#include "vec_cpu.h"
+#include "adain.h"
+#include "../cpu_vec.h"
 
 namespace alae_fast {
 namespace {

@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from alae_fast.ops.triton._common import (SLOPE, FlatKernel, RowKernel, acc_dtype, check_activation, check_tensor,
+from alae_fast.ops._triton import (SLOPE, FlatKernel, RowKernel, acc_dtype, check_activation, check_tensor,
                                           const, leaky, leaky_grad, tl_acc)
 
 

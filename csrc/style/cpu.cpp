@@ -10,8 +10,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "../style.h"
-#include "vec_cpu.h"
+#include "style.h"
+#include "../cpu_vec.h"
 
 namespace alae_fast {
 namespace {
