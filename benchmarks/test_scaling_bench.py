@@ -66,13 +66,13 @@ def comm_bytes_per_iteration(tr: Trainer) -> int:
     phase = tr.phase()
     if phase.lod != tr.lod:
         tr._enter_lod(phase)
-    local = phase.batch // tr.world_size
-    tr.d_step(tr._real_batch(local, phase), phase)
-    total = grad_bytes([tr.opt_ed])
-    tr.g_step(local, phase)
-    total += grad_bytes([tr.opt_fg])
-    tr.ae_step(local, phase)
-    return total + grad_bytes([tr.opt_ed, tr.opt_fg])
+    unit, local = tr.step_unit, phase.batch // tr.world_size
+    unit.d_step(tr._real_batch(local, phase), phase.lod, phase.blend)
+    total = grad_bytes([unit.opt_ed])
+    unit.g_step(local, phase.lod, phase.blend)
+    total += grad_bytes([unit.opt_fg])
+    unit.ae_step(local, phase.lod, phase.blend)
+    return total + grad_bytes([unit.opt_ed, unit.opt_fg])
 
 
 def time_steps(tr: Trainer) -> float:
