@@ -16,8 +16,6 @@
 
 namespace alae_fast {
 
-constexpr double kLeakySlope = 0.2;
-
 inline std::string shape_str(c10::IntArrayRef shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);

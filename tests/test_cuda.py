@@ -115,30 +115,30 @@ def _adain_kernel_args():
 def test_kernel_rejects_cpu_argument():
     x, noise, wn, b, style = _adain_kernel_args()
     with pytest.raises(RuntimeError, match=r"adain_fwd: argument 'noise' is on cpu, expected cuda"):
-        torch.ops.alae_fast_C.adain_fwd(x, noise.cpu(), wn, b, style)
+        torch.ops.alae_fast_C.adain_fwd(x, noise.cpu(), wn, b, style, 1e-8, 0.2)
     with pytest.raises(RuntimeError, match=r"adain_fwd: argument 'x' must be a CUDA tensor, got cpu"):
-        torch.ops.alae_fast_C.adain_fwd(x.cpu(), noise, wn, b, style)
+        torch.ops.alae_fast_C.adain_fwd(x.cpu(), noise, wn, b, style, 1e-8, 0.2)
     with pytest.raises(RuntimeError, match=r"style_bwd: argument 'stats' is on cpu"):
-        y, stats = torch.ops.alae_fast_C.style_fwd(x, b)
-        torch.ops.alae_fast_C.style_bwd(y, stats, x, b, stats.cpu())
+        y, stats = torch.ops.alae_fast_C.style_fwd(x, b, 1e-5, 0.2)
+        torch.ops.alae_fast_C.style_bwd(y, stats, x, b, stats.cpu(), 1e-5, 0.2)
 
 
 def test_kernel_rejects_bad_dtype_shape_layout():
     x, noise, wn, b, style = _adain_kernel_args()
     with pytest.raises(RuntimeError, match=r"argument 'noise_weight' must have dtype Float, got Half"):
-        torch.ops.alae_fast_C.adain_fwd(x, noise, wn.half(), b, style)
+        torch.ops.alae_fast_C.adain_fwd(x, noise, wn.half(), b, style, 1e-8, 0.2)
     with pytest.raises(RuntimeError, match=r"argument 'style' must have shape \[N, 2C\]"):
-        torch.ops.alae_fast_C.adain_fwd(x, noise, wn, b, style[:, :3])
+        torch.ops.alae_fast_C.adain_fwd(x, noise, wn, b, style[:, :3], 1e-8, 0.2)
     with pytest.raises(RuntimeError, match=r"argument 'x' must be contiguous"):
-        torch.ops.alae_fast_C.adain_fwd(x.transpose(2, 3), noise, wn, b, style)
+        torch.ops.alae_fast_C.adain_fwd(x.transpose(2, 3), noise, wn, b, style, 1e-8, 0.2)
     with pytest.raises(RuntimeError, match=r"noise_fwd: argument 'bias' must have shape \[C\]"):
-        torch.ops.alae_fast_C.noise_fwd(x, noise, wn, b[:2], True)
+        torch.ops.alae_fast_C.noise_fwd(x, noise, wn, b[:2], True, 0.2)
     with pytest.raises(RuntimeError, match=r"blend_real_fwd: argument 'x' needs even H and W"):
         torch.ops.alae_fast_C.blend_real_fwd(x[..., :3].contiguous(), 0.5)
     with pytest.raises(RuntimeError, match=r"blend_up_fwd: argument 'alpha' must be in \[0, 1\]"):
         torch.ops.alae_fast_C.blend_up_fwd(x[..., :2, :2].contiguous(), x, 2.0)
     with pytest.raises(RuntimeError, match=r"style_fwd: argument 'x' has no pixels \(H = 0, W = 4\)"):
-        torch.ops.alae_fast_C.style_fwd(x[:, :, :0].contiguous(), b)
+        torch.ops.alae_fast_C.style_fwd(x[:, :, :0].contiguous(), b, 1e-5, 0.2)
     img, weight, new = x[:, :, :, :4].contiguous(), torch.randn(2, 3, device="cuda"), x[:, :2, :2, :2].contiguous()
     for slope in (float("nan"), float("inf"), -0.5):
         with pytest.raises(RuntimeError, match=r"blend_down_fwd: argument 'slope' must be finite and >= 0"):

@@ -301,14 +301,14 @@ def test_kernel_checks_name_argument():
     """The C++ kernels check their contract too, for callers that bypass the Python wrapper."""
     x = torch.randn(2, 3, 4, 4)
     with pytest.raises(RuntimeError, match=r"argument 'noise' must have shape \[N, 1, H, W\] = \[2, 1, 4, 4\]"):
-        torch.ops.alae_fast_C.adain_fwd(x, torch.randn(2, 2, 4, 4), torch.randn(3), torch.randn(3), torch.randn(2, 6))
+        torch.ops.alae_fast_C.adain_fwd(x, torch.randn(2, 2, 4, 4), torch.randn(3), torch.randn(3), torch.randn(2, 6), 1e-8, 0.2)
     with pytest.raises(RuntimeError, match="argument 'x' must be contiguous"):
-        torch.ops.alae_fast_C.style_fwd(x.transpose(2, 3), torch.randn(3))
+        torch.ops.alae_fast_C.style_fwd(x.transpose(2, 3), torch.randn(3), 1e-5, 0.2)
     with pytest.raises(RuntimeError, match="argument 'bias' must have dtype Float"):
-        torch.ops.alae_fast_C.noise_fwd(x, torch.randn(2, 1, 4, 4), torch.randn(3), torch.randn(3).double(), True)
+        torch.ops.alae_fast_C.noise_fwd(x, torch.randn(2, 1, 4, 4), torch.randn(3), torch.randn(3).double(), True, 0.2)
     with pytest.raises(RuntimeError, match=r"style_bwd: argument 'x' has no pixels \(H = 0, W = 4\)"):
         empty = torch.randn(2, 3, 0, 4)
-        torch.ops.alae_fast_C.style_bwd(empty, torch.randn(2, 6), empty, torch.randn(3), torch.randn(2, 6))
+        torch.ops.alae_fast_C.style_bwd(empty, torch.randn(2, 6), empty, torch.randn(3), torch.randn(2, 6), 1e-5, 0.2)
     img, weight, bias, new = torch.randn(1, 3, 4, 4), torch.randn(2, 3), torch.randn(2), torch.randn(1, 2, 2, 2)
     for slope in (float("nan"), float("inf"), -0.5):
         with pytest.raises(RuntimeError, match=r"blend_down_bwd: argument 'slope' must be finite and >= 0"):

@@ -98,11 +98,11 @@ def test_argument_errors_name_the_argument():
     tk = tk()
     x = torch.randn(2, 3, 4, 4)
     with pytest.raises(TypeError, match="'bias'"):
-        tk.style_fwd(x, torch.zeros(3, dtype=torch.float64))
+        tk.style_fwd(x, torch.zeros(3, dtype=torch.float64), 1e-5, 0.2)
     with pytest.raises(ValueError, match="'x' must be contiguous"):
-        tk.style_fwd(x.transpose(2, 3), torch.zeros(3))
+        tk.style_fwd(x.transpose(2, 3), torch.zeros(3), 1e-5, 0.2)
     with pytest.raises(ValueError, match="'noise'"):
-        tk.noise_fwd(x, torch.randn(2, 1, 4, 5), torch.zeros(3), None, False)
+        tk.noise_fwd(x, torch.randn(2, 1, 4, 5), torch.zeros(3), None, False, 0.2)
     with pytest.raises(ValueError, match="even H and W"):
         tk.blend_real_fwd(torch.randn(1, 1, 3, 4), 0.5)
     with pytest.raises(ValueError, match="'alpha'"):
@@ -116,7 +116,7 @@ def test_argument_errors_name_the_argument():
     with pytest.raises(ValueError, match="'alpha'"):
         tk.blend_real_fwd(torch.randn(1, 1, 4, 4), float("nan"))
     with pytest.raises(ValueError, match=r"style_fwd: argument 'x' has no pixels \(H = 0, W = 4\)"):
-        tk.style_fwd(torch.randn(2, 3, 0, 4), torch.zeros(3))
+        tk.style_fwd(torch.randn(2, 3, 0, 4), torch.zeros(3), 1e-5, 0.2)
 
 
 @interpreter

@@ -44,7 +44,7 @@ def variants():
             return {n: "*" + at for n in names}
 
         for single, block in ((True, 64), (False, 2048)):
-            c = dict(ACC=acc, BLOCK=block, ROWS=4 if single else 1, SINGLE=single)
+            c = dict(EPS=1e-5, SLOPE=0.2, ACC=acc, BLOCK=block, ROWS=4 if single else 1, SINGLE=single)
             yield adain._adain_fwd_kernel, {**act("x_ptr", "noise_ptr", "y_ptr"),
                                             **par("wn_ptr", "b_ptr", "style_ptr", "stats_ptr")}, c, f"adain_fwd {xt} single={single}"
             yield adain._adain_bwd_kernel, {**act("grad_y_ptr", "x_ptr", "noise_ptr", "grad_x_ptr"),
@@ -58,9 +58,9 @@ def variants():
             yield style._style_bwd2_kernel, {**act("grad_y_ptr", "x_ptr", "gg_x_ptr", "g_grad_y_ptr", "g_x_ptr"),
                                              **par("grad_stats_ptr", "b_ptr", "stats_ptr", "gg_b_ptr", "g_stats_ptr",
                                                    "part_b_ptr")}, \
-                dict(c, EPS_=1e-5, SLOPE_=0.2, HAS_GGX=True, HAS_GGB=single), f"style_bwd2 {xt} single={single}"
+                dict(c, HAS_GGX=True, HAS_GGB=single), f"style_bwd2 {xt} single={single}"
         for has_bias, activation in ((True, True), (False, False)):
-            flags = dict(ACC=acc, HAS_BIAS=has_bias, ACT=activation, BLOCK=1024)
+            flags = dict(SLOPE=0.2, ACC=acc, HAS_BIAS=has_bias, ACT=activation, BLOCK=1024)
             yield noise._noise_fwd_kernel, {**act("x_ptr", "noise_ptr", "y_ptr"), **par("wn_ptr", "b_ptr")}, flags, \
                 f"noise_fwd {xt} bias={has_bias} act={activation}"
             yield noise._noise_bwd_kernel, {**act("grad_y_ptr", "x_ptr", "noise_ptr", "grad_x_ptr"),

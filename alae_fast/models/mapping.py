@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from alae_fast.nn import EqualizedLinear
+from alae_fast.ops import LEAKY_SLOPE
 
 MAPPING_LRMUL = 0.1
-SLOPE = 0.2
+SLOPE = LEAKY_SLOPE
 
 
 def pixel_norm(z: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -9,8 +9,9 @@ from torch import nn
 from alae_fast.models.alae import ALAEBase
 from alae_fast.models.config import ModelConfig
 from alae_fast.nn import EqualizedLinear
+from alae_fast.ops import LEAKY_SLOPE
 
-SLOPE = 0.2
+SLOPE = LEAKY_SLOPE
 
 
 class MLP(nn.Module):

@@ -1,6 +1,7 @@
 """Fused ops of ALAE/StyleALAE. Each takes impl='auto'|'ref'|'cpu'|'cuda'|'triton'."""
 
 from alae_fast.ops._backend import get_default_impl, set_default_impl
+from alae_fast.ops.constants import LEAKY_SLOPE
 from alae_fast.ops.adain import modulated_adain, modulated_adain_ref
 from alae_fast.ops.blend import (
     FROM_RGB_SLOPE,
@@ -16,6 +17,7 @@ from alae_fast.ops.style import style_extract, style_extract_ref
 
 __all__ = [
     "FROM_RGB_SLOPE",
+    "LEAKY_SLOPE",
     "blend_down",
     "blend_down_ref",
     "blend_real",

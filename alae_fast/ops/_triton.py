@@ -25,7 +25,6 @@ def _read_autotune() -> bool:
 # On GPU, launches autotune their BLOCK and num_warps unless ALAE_FAST_TRITON_AUTOTUNE=0, which
 # takes one fixed config per launch: each shape then compiles once, as the tests need.
 AUTOTUNE = _read_autotune()
-SLOPE = tl.constexpr(0.2)  # leaky ReLU slope of the AdaIN, style and noise ops
 
 # Row kernels keep a whole row in registers up to ROW_SINGLE_MAX elements, else loop over it.
 # The interpreter uses small sizes so that small test rows reach the looped path too.

@@ -5,8 +5,6 @@
 
 namespace alae_fast {
 
-constexpr double kAdainEps = 1e-8;
-
 inline void check_adain_args(const char* op, const at::Tensor& x, const at::Tensor& noise,
                              const at::Tensor& noise_weight, const at::Tensor& bias, const at::Tensor& style) {
   check_activation(op, "x", x, x.device());

@@ -19,7 +19,8 @@ std::tuple<at::Tensor, at::Tensor> adain_fwd_cpu(const at::Tensor& x,           
                                                  const at::Tensor& noise,         // [N, 1, H, W]
                                                  const at::Tensor& noise_weight,  // [C] acc
                                                  const at::Tensor& bias,          // [C] acc
-                                                 const at::Tensor& style) {       // [N, 2C] acc
+                                                 const at::Tensor& style,         // [N, 2C] acc
+                                                 double eps, double leaky_slope) {
   check_adain_args("adain_fwd", x, noise, noise_weight, bias, style);
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
   auto y = at::empty_like(x);
@@ -34,7 +35,7 @@ std::tuple<at::Tensor, at::Tensor> adain_fwd_cpu(const at::Tensor& x,           
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     acc_t* statp = stats.mutable_data_ptr<acc_t>();
     at::parallel_for(0, N * C, cpu::grain_rows(HW), [&](int64_t begin, int64_t end) {
-      const acc_t slope = acc_t(kLeakySlope);
+      const acc_t slope = acc_t(leaky_slope);
       // t: the activated row; xbuf, nbuf: acc_t copies of x and noise rows for 16-bit inputs.
       auto buf = cpu::scratch<acc_t>(3 * HW);
       acc_t *t = buf.get(), *xbuf = t + HW, *nbuf = xbuf + HW;
@@ -54,7 +55,7 @@ std::tuple<at::Tensor, at::Tensor> adain_fwd_cpu(const at::Tensor& x,           
         acc_t sq = 0;
         _Pragma("omp simd reduction(+ : sq)")
         for (int64_t i = 0; i < HW; ++i) sq += (t[i] - mean) * (t[i] - mean);
-        const acc_t rstd = acc_t(1) / std::sqrt(sq / acc_t(HW) + acc_t(kAdainEps));
+        const acc_t rstd = acc_t(1) / std::sqrt(sq / acc_t(HW) + acc_t(eps));
         const acc_t scale = (acc_t(1) + sp[n * 2 * C + c]) * rstd, shift = sp[n * 2 * C + C + c];
         scalar_t* yr = yp + row * HW;
         _Pragma("omp simd")
@@ -74,7 +75,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> adain_bwd_cpu(
     const at::Tensor& noise_weight,  // [C] acc
     const at::Tensor& bias,          // [C] acc
     const at::Tensor& style,         // [N, 2C] acc
-    const at::Tensor& stats) {       // [N, 2C] acc, (mean | rstd)
+    const at::Tensor& stats,         // [N, 2C] acc, (mean | rstd)
+    double eps, double leaky_slope) {
   check_adain_args("adain_bwd", x, noise, noise_weight, bias, style);
   check_tensor("adain_bwd", "grad_y", grad_y, x.device(), x.scalar_type(), x.sizes().vec(), "[N, C, H, W]");
   check_tensor("adain_bwd", "stats", stats, x.device(), style.scalar_type(), style.sizes().vec(), "[N, 2C]");
@@ -98,7 +100,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> adain_bwd_cpu(
     acc_t* pwn = partial_wn.mutable_data_ptr<acc_t>();
     acc_t* pb = partial_b.mutable_data_ptr<acc_t>();
     at::parallel_for(0, N * C, cpu::grain_rows(HW), [&](int64_t begin, int64_t end) {
-      const acc_t slope = acc_t(kLeakySlope);
+      const acc_t slope = acc_t(leaky_slope);
       // pre: the pre-activation row; xbuf, gbuf, nbuf: acc_t copies of x, grad_y, noise rows for 16-bit inputs.
       auto buf = cpu::scratch<acc_t>(4 * HW);
       acc_t *pre = buf.get(), *xbuf = pre + HW, *gbuf = xbuf + HW, *nbuf = gbuf + HW;

@@ -29,13 +29,13 @@ __global__ void __launch_bounds__(THREADS) adain_fwd_kernel(
     const at::opmath_type<scalar_t>* __restrict__ style,         // [N, 2C] (scale | shift)
     scalar_t* __restrict__ y,                                   // [N*C, HW]
     at::opmath_type<scalar_t>* __restrict__ stats,               // [N, 2C] (mean | rstd)
-    int C, int HW) {
+    int C, int HW, at::opmath_type<scalar_t> eps, at::opmath_type<scalar_t> leaky_slope) {
   using acc_t = at::opmath_type<scalar_t>;
   const int row = blockIdx.x, n = row / C, c = row % C;
   const scalar_t* xr = x + int64_t(row) * HW;
   const scalar_t* nr = noise + int64_t(n) * HW;
   scalar_t* yr = y + int64_t(row) * HW;
-  const acc_t wn = noise_weight[c], b = bias[c], slope = acc_t(kLeakySlope), inv_hw = acc_t(1) / acc_t(HW);
+  const acc_t wn = noise_weight[c], b = bias[c], slope = leaky_slope, inv_hw = acc_t(1) / acc_t(HW);
   const acc_t gain = acc_t(1) + style[int64_t(n) * 2 * C + c], shift = style[int64_t(n) * 2 * C + C + c];
   auto pre = [&](scalar_t xv, scalar_t nv) { return leaky(acc_t(xv) + wn * acc_t(nv) + b, slope); };
   acc_t mean, rstd;
@@ -66,7 +66,7 @@ __global__ void __launch_bounds__(THREADS) adain_fwd_kernel(
       }
     }
     block_sum(sq);
-    rstd = acc_t(1) / sqrt(sq[0] * inv_hw + acc_t(kAdainEps));
+    rstd = acc_t(1) / sqrt(sq[0] * inv_hw + eps);
     const acc_t scale = gain * rstd;
 #pragma unroll
     for (int j = 0; j < NV; ++j) {
@@ -94,7 +94,7 @@ __global__ void __launch_bounds__(THREADS) adain_fwd_kernel(
     const acc_t dmean = s[0] * inv_hw;
     const acc_t var = s[1] * inv_hw - dmean * dmean;
     mean = ref + dmean;
-    rstd = acc_t(1) / sqrt((var > acc_t(0) ? var : acc_t(0)) + acc_t(kAdainEps));
+    rstd = acc_t(1) / sqrt((var > acc_t(0) ? var : acc_t(0)) + eps);
     const acc_t scale = gain * rstd;
     for (int i = int(threadIdx.x) * VEC; i < HW; i += THREADS * VEC) {
       const auto xv = load_vec<VEC>(xr + i), nv = load_vec<VEC>(nr + i);
@@ -125,7 +125,7 @@ __global__ void __launch_bounds__(THREADS) adain_bwd_kernel(
     at::opmath_type<scalar_t>* __restrict__ grad_style,          // [N, 2C]
     at::opmath_type<scalar_t>* __restrict__ partial_wn,          // [N*C]
     at::opmath_type<scalar_t>* __restrict__ partial_b,           // [N*C]
-    int C, int HW) {
+    int C, int HW, at::opmath_type<scalar_t> eps, at::opmath_type<scalar_t> leaky_slope) {
   using acc_t = at::opmath_type<scalar_t>;
   const int row = blockIdx.x, n = row / C, c = row % C;
   const int64_t base = int64_t(row) * HW;
@@ -133,7 +133,7 @@ __global__ void __launch_bounds__(THREADS) adain_bwd_kernel(
   const scalar_t* xr = x + base;
   const scalar_t* nr = noise + int64_t(n) * HW;
   scalar_t* gxr = grad_x + base;
-  const acc_t wn = noise_weight[c], b = bias[c], slope = acc_t(kLeakySlope), inv_hw = acc_t(1) / acc_t(HW);
+  const acc_t wn = noise_weight[c], b = bias[c], slope = leaky_slope, inv_hw = acc_t(1) / acc_t(HW);
   const acc_t mean = stats[int64_t(n) * 2 * C + c], rstd = stats[int64_t(n) * 2 * C + C + c];
   const acc_t gain = acc_t(1) + style[int64_t(n) * 2 * C + c];
   acc_t s[2] = {acc_t(0), acc_t(0)};  // sum g, sum g * xhat
@@ -216,7 +216,8 @@ std::tuple<at::Tensor, at::Tensor> adain_fwd_cuda(const at::Tensor& x,          
                                                   const at::Tensor& noise,         // [N, 1, H, W]
                                                   const at::Tensor& noise_weight,  // [C] acc
                                                   const at::Tensor& bias,          // [C] acc
-                                                  const at::Tensor& style) {       // [N, 2C] acc
+                                                  const at::Tensor& style,         // [N, 2C] acc
+                                                  double eps, double leaky_slope) {
   check_on_cuda("adain_fwd", "x", x);
   check_adain_args("adain_fwd", x, noise, noise_weight, bias, style);
   const c10::cuda::CUDAGuard guard(x.device());
@@ -236,7 +237,8 @@ std::tuple<at::Tensor, at::Tensor> adain_fwd_cuda(const at::Tensor& x,          
             <<<unsigned(N * C), kThreads, 0, stream>>>(
             x.const_data_ptr<scalar_t>(), noise.const_data_ptr<scalar_t>(), noise_weight.const_data_ptr<acc_t>(),
             bias.const_data_ptr<acc_t>(), style.const_data_ptr<acc_t>(), y.mutable_data_ptr<scalar_t>(),
-            stats.mutable_data_ptr<acc_t>(), int(C), int(HW));
+            stats.mutable_data_ptr<acc_t>(), int(C), int(HW), acc_t(eps),
+            acc_t(leaky_slope));
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
@@ -251,7 +253,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> adain_bwd_cuda(
     const at::Tensor& noise_weight,  // [C] acc
     const at::Tensor& bias,          // [C] acc
     const at::Tensor& style,         // [N, 2C] acc
-    const at::Tensor& stats) {       // [N, 2C] acc, (mean | rstd)
+    const at::Tensor& stats,         // [N, 2C] acc, (mean | rstd)
+    double eps, double leaky_slope) {
   check_on_cuda("adain_bwd", "x", x);
   check_adain_args("adain_bwd", x, noise, noise_weight, bias, style);
   check_tensor("adain_bwd", "grad_y", grad_y, x.device(), x.scalar_type(), x.sizes().vec(), "[N, C, H, W]");
@@ -279,7 +282,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> adain_bwd_cuda(
             grad_y.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), noise.const_data_ptr<scalar_t>(),
             noise_weight.const_data_ptr<acc_t>(), bias.const_data_ptr<acc_t>(), style.const_data_ptr<acc_t>(),
             stats.const_data_ptr<acc_t>(), grad_x.mutable_data_ptr<scalar_t>(), grad_style.mutable_data_ptr<acc_t>(),
-            partial_wn.mutable_data_ptr<acc_t>(), partial_b.mutable_data_ptr<acc_t>(), int(C), int(HW));
+            partial_wn.mutable_data_ptr<acc_t>(), partial_b.mutable_data_ptr<acc_t>(), int(C), int(HW),
+            acc_t(eps), acc_t(leaky_slope));
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });

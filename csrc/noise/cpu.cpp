@@ -18,7 +18,7 @@ at::Tensor noise_fwd_cpu(const at::Tensor& x,                       // [N, C, H,
                          const at::Tensor& noise,                   // [N, 1, H, W]
                          const at::Tensor& noise_weight,            // [C] acc
                          const std::optional<at::Tensor>& bias,     // [C] acc, or None
-                         bool act) {
+                         bool act, double leaky_slope) {
   check_noise_args("noise_fwd", x, noise, noise_weight, bias);
   const int64_t C = x.size(1), HW = x.size(2) * x.size(3);
   auto y = at::empty_like(x);
@@ -30,7 +30,7 @@ at::Tensor noise_fwd_cpu(const at::Tensor& x,                       // [N, C, H,
     const acc_t* bp = bias.has_value() ? bias->const_data_ptr<acc_t>() : nullptr;
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, x.size(0) * C, cpu::grain_rows(HW), [&](int64_t begin, int64_t end) {
-      const acc_t slope = act ? acc_t(kLeakySlope) : acc_t(1);
+      const acc_t slope = act ? acc_t(leaky_slope) : acc_t(1);
       // xbuf, nbuf: acc_t copies of x and noise rows for 16-bit inputs.
       auto buf = cpu::scratch<acc_t>(2 * HW);
       acc_t *xbuf = buf.get(), *nbuf = xbuf + HW;
@@ -55,7 +55,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> noise_bwd_cpu(
     const at::Tensor& noise,                 // [N, 1, H, W]
     const at::Tensor& noise_weight,          // [C] acc
     const std::optional<at::Tensor>& bias,   // [C] acc, or None
-    bool act) {
+    bool act, double leaky_slope) {
   check_noise_args("noise_bwd", x, noise, noise_weight, bias);
   check_tensor("noise_bwd", "grad_y", grad_y, x.device(), x.scalar_type(), x.sizes().vec(), "[N, C, H, W]");
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
@@ -74,7 +74,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> noise_bwd_cpu(
     acc_t* pwn = partial_wn.mutable_data_ptr<acc_t>();
     acc_t* pb = partial_b.mutable_data_ptr<acc_t>();
     at::parallel_for(0, N * C, cpu::grain_rows(HW), [&](int64_t begin, int64_t end) {
-      const acc_t slope = act ? acc_t(kLeakySlope) : acc_t(1);
+      const acc_t slope = act ? acc_t(leaky_slope) : acc_t(1);
       // xbuf, gbuf, nbuf: acc_t copies of x, grad_y and noise rows for 16-bit inputs.
       auto buf = cpu::scratch<acc_t>(3 * HW);
       acc_t *xbuf = buf.get(), *gbuf = xbuf + HW, *nbuf = gbuf + HW;

@@ -84,7 +84,7 @@ at::Tensor noise_fwd_cuda(const at::Tensor& x,                    // [N, C, H, W
                           const at::Tensor& noise,                // [N, 1, H, W]
                           const at::Tensor& noise_weight,         // [C] acc
                           const std::optional<at::Tensor>& bias,  // [C] acc, or None
-                          bool act) {
+                          bool act, double leaky_slope) {
   check_on_cuda("noise_fwd", "x", x);
   check_noise_args("noise_fwd", x, noise, noise_weight, bias);
   const c10::cuda::CUDAGuard guard(x.device());
@@ -102,7 +102,7 @@ at::Tensor noise_fwd_cuda(const at::Tensor& x,                    // [N, C, H, W
       noise_fwd_kernel<scalar_t, kVec><<<grid_for(vectors, kThreads), kThreads, 0, stream>>>(
           x.const_data_ptr<scalar_t>(), noise.const_data_ptr<scalar_t>(), noise_weight.const_data_ptr<acc_t>(),
           bias.has_value() ? bias->const_data_ptr<acc_t>() : nullptr, y.mutable_data_ptr<scalar_t>(), vectors,
-          int(C), int(HW), act ? acc_t(kLeakySlope) : acc_t(1));
+          int(C), int(HW), act ? acc_t(leaky_slope) : acc_t(1));
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
@@ -115,7 +115,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> noise_bwd_cuda(
     const at::Tensor& noise,                // [N, 1, H, W]
     const at::Tensor& noise_weight,         // [C] acc
     const std::optional<at::Tensor>& bias,  // [C] acc, or None
-    bool act) {
+    bool act, double leaky_slope) {
   check_on_cuda("noise_bwd", "x", x);
   check_noise_args("noise_bwd", x, noise, noise_weight, bias);
   check_tensor("noise_bwd", "grad_y", grad_y, x.device(), x.scalar_type(), x.sizes().vec(), "[N, C, H, W]");
@@ -139,7 +139,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> noise_bwd_cuda(
           grad_y.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), noise.const_data_ptr<scalar_t>(),
           noise_weight.const_data_ptr<acc_t>(), bias.has_value() ? bias->const_data_ptr<acc_t>() : nullptr,
           grad_x.mutable_data_ptr<scalar_t>(), partial_wn.mutable_data_ptr<acc_t>(),
-          partial_b.mutable_data_ptr<acc_t>(), int(C), int(HW), act ? acc_t(kLeakySlope) : acc_t(1));
+          partial_b.mutable_data_ptr<acc_t>(), int(C), int(HW), act ? acc_t(leaky_slope) : acc_t(1));
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
     const unsigned blocks = unsigned((C + 255) / 256);

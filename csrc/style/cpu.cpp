@@ -17,7 +17,8 @@ namespace alae_fast {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor> style_fwd_cpu(const at::Tensor& x,       // [N, C, H, W]
-                                                 const at::Tensor& bias) {  // [C] acc
+                                                 const at::Tensor& bias,    // [C] acc
+                                                 double eps, double leaky_slope) {
   check_style_args("style_fwd", x, bias);
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
   auto y = at::empty_like(x);
@@ -29,7 +30,7 @@ std::tuple<at::Tensor, at::Tensor> style_fwd_cpu(const at::Tensor& x,       // [
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     acc_t* statp = stats.mutable_data_ptr<acc_t>();
     at::parallel_for(0, N * C, cpu::grain_rows(HW), [&](int64_t begin, int64_t end) {
-      const acc_t slope = acc_t(kLeakySlope);
+      const acc_t slope = acc_t(leaky_slope);
       // t: the activated row; xbuf: an acc_t copy of the x row for 16-bit inputs.
       auto buf = cpu::scratch<acc_t>(2 * HW);
       acc_t *t = buf.get(), *xbuf = t + HW;
@@ -54,7 +55,7 @@ std::tuple<at::Tensor, at::Tensor> style_fwd_cpu(const at::Tensor& x,       // [
         }
         const acc_t mean = mean0 + res / acc_t(HW);
         const acc_t var = std::max(acc_t(0), (sq - res * res / acc_t(HW)) / acc_t(HW));
-        const acc_t rstd = acc_t(1) / std::sqrt(var + acc_t(kStyleEps));
+        const acc_t rstd = acc_t(1) / std::sqrt(var + acc_t(eps));
         scalar_t* yr = yp + row * HW;
         _Pragma("omp simd")
         for (int64_t i = 0; i < HW; ++i) yr[i] = cpu::to_scalar<scalar_t>((t[i] - mean) * rstd);
@@ -70,7 +71,8 @@ std::tuple<at::Tensor, at::Tensor> style_bwd_cpu(const at::Tensor& grad_y,      
                                                  const at::Tensor& grad_stats,  // [N, 2C] acc
                                                  const at::Tensor& x,           // [N, C, H, W]
                                                  const at::Tensor& bias,        // [C] acc
-                                                 const at::Tensor& stats) {     // [N, 2C] acc, (mean | std)
+                                                 const at::Tensor& stats,       // [N, 2C] acc, (mean | std)
+                                                 double eps, double leaky_slope) {
   check_style_args("style_bwd", x, bias);
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
   check_tensor("style_bwd", "grad_y", grad_y, x.device(), x.scalar_type(), x.sizes().vec(), "[N, C, H, W]");
@@ -89,7 +91,7 @@ std::tuple<at::Tensor, at::Tensor> style_bwd_cpu(const at::Tensor& grad_y,      
     scalar_t* gxp = grad_x.mutable_data_ptr<scalar_t>();
     acc_t* pb = partial_b.mutable_data_ptr<acc_t>();
     at::parallel_for(0, N * C, cpu::grain_rows(HW), [&](int64_t begin, int64_t end) {
-      const acc_t slope = acc_t(kLeakySlope);
+      const acc_t slope = acc_t(leaky_slope);
       // pre: the pre-activation row; xbuf, gbuf: acc_t copies of x and grad_y rows for 16-bit inputs.
       auto buf = cpu::scratch<acc_t>(3 * HW);
       acc_t *pre = buf.get(), *xbuf = pre + HW, *gbuf = xbuf + HW;
@@ -99,7 +101,7 @@ std::tuple<at::Tensor, at::Tensor> style_bwd_cpu(const at::Tensor& grad_y,      
         const acc_t* gr = cpu::load_row(gyp + row * HW, gbuf, HW);
         const acc_t b = bp[c];
         const acc_t mean = statp[n * 2 * C + c], std = statp[n * 2 * C + C + c];
-        const acc_t rstd = acc_t(1) / std::sqrt(std * std + acc_t(kStyleEps));
+        const acc_t rstd = acc_t(1) / std::sqrt(std * std + acc_t(eps));
         acc_t sum_g = 0, sum_gx = 0;
         _Pragma("omp simd reduction(+ : sum_g, sum_gx)")
         for (int64_t i = 0; i < HW; ++i) {

@@ -26,12 +26,12 @@ __global__ void __launch_bounds__(THREADS) style_fwd_kernel(
     const at::opmath_type<scalar_t>* __restrict__ bias,  // [C]
     scalar_t* __restrict__ y,                           // [N*C, HW]
     at::opmath_type<scalar_t>* __restrict__ stats,       // [N, 2C] (mean | std)
-    int C, int HW) {
+    int C, int HW, at::opmath_type<scalar_t> eps, at::opmath_type<scalar_t> leaky_slope) {
   using acc_t = at::opmath_type<scalar_t>;
   const int row = blockIdx.x, n = row / C, c = row % C;
   const scalar_t* xr = x + int64_t(row) * HW;
   scalar_t* yr = y + int64_t(row) * HW;
-  const acc_t b = bias[c], slope = acc_t(kLeakySlope), inv_hw = acc_t(1) / acc_t(HW);
+  const acc_t b = bias[c], slope = leaky_slope, inv_hw = acc_t(1) / acc_t(HW);
   auto act = [&](scalar_t xv) { return leaky(acc_t(xv) + b, slope); };
   acc_t mean, var;
   if constexpr (ITEMS > 0) {
@@ -62,7 +62,7 @@ __global__ void __launch_bounds__(THREADS) style_fwd_kernel(
     }
     block_sum(sq);
     var = sq[0] * inv_hw;
-    const acc_t rstd = acc_t(1) / sqrt(var + acc_t(kStyleEps));
+    const acc_t rstd = acc_t(1) / sqrt(var + eps);
 #pragma unroll
     for (int j = 0; j < NV; ++j) {
       const int i = (j * THREADS + int(threadIdx.x)) * VEC;
@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(THREADS) style_fwd_kernel(
     mean = ref + dmean;
     var = s[1] * inv_hw - dmean * dmean;
     var = var > acc_t(0) ? var : acc_t(0);
-    const acc_t rstd = acc_t(1) / sqrt(var + acc_t(kStyleEps));
+    const acc_t rstd = acc_t(1) / sqrt(var + eps);
     for (int i = int(threadIdx.x) * VEC; i < HW; i += THREADS * VEC) {
       const auto xv = load_vec<VEC>(xr + i);
       Vec<scalar_t, VEC> out;
@@ -116,16 +116,16 @@ __global__ void __launch_bounds__(THREADS) style_bwd_kernel(
     const at::opmath_type<scalar_t>* __restrict__ stats,       // [N, 2C] (mean | std)
     scalar_t* __restrict__ grad_x,                            // [N*C, HW]
     at::opmath_type<scalar_t>* __restrict__ partial_b,         // [N*C]
-    int C, int HW) {
+    int C, int HW, at::opmath_type<scalar_t> eps, at::opmath_type<scalar_t> leaky_slope) {
   using acc_t = at::opmath_type<scalar_t>;
   const int row = blockIdx.x, n = row / C, c = row % C;
   const int64_t base = int64_t(row) * HW;
   const scalar_t* gr = grad_y + base;
   const scalar_t* xr = x + base;
   scalar_t* gxr = grad_x + base;
-  const acc_t b = bias[c], slope = acc_t(kLeakySlope), inv_hw = acc_t(1) / acc_t(HW);
+  const acc_t b = bias[c], slope = leaky_slope, inv_hw = acc_t(1) / acc_t(HW);
   const acc_t mean = stats[int64_t(n) * 2 * C + c], std = stats[int64_t(n) * 2 * C + C + c];
-  const acc_t rstd = acc_t(1) / sqrt(std * std + acc_t(kStyleEps));
+  const acc_t rstd = acc_t(1) / sqrt(std * std + eps);
   // Gradients reaching t through the mean and std outputs; d std / d t is 0 where std is 0.
   const acc_t g_mean = grad_stats[int64_t(n) * 2 * C + c] * inv_hw;
   const acc_t g_std = std > acc_t(0) ? grad_stats[int64_t(n) * 2 * C + C + c] * inv_hw / std : acc_t(0);
@@ -255,7 +255,8 @@ __global__ void __launch_bounds__(THREADS) style_bwd2_kernel(
 }
 
 std::tuple<at::Tensor, at::Tensor> style_fwd_cuda(const at::Tensor& x,       // [N, C, H, W]
-                                                  const at::Tensor& bias) {  // [C] acc
+                                                  const at::Tensor& bias,    // [C] acc
+                                                  double eps, double leaky_slope) {
   check_on_cuda("style_fwd", "x", x);
   check_style_args("style_fwd", x, bias);
   const c10::cuda::CUDAGuard guard(x.device());
@@ -274,7 +275,7 @@ std::tuple<at::Tensor, at::Tensor> style_fwd_cuda(const at::Tensor& x,       // 
         style_fwd_kernel<scalar_t, decltype(vec)::value, decltype(items)::value, kThreads>
             <<<unsigned(N * C), kThreads, 0, stream>>>(x.const_data_ptr<scalar_t>(), bias.const_data_ptr<acc_t>(),
                                                        y.mutable_data_ptr<scalar_t>(), stats.mutable_data_ptr<acc_t>(),
-                                                       int(C), int(HW));
+                                                       int(C), int(HW), acc_t(eps), acc_t(leaky_slope));
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
@@ -286,7 +287,8 @@ std::tuple<at::Tensor, at::Tensor> style_bwd_cuda(const at::Tensor& grad_y,     
                                                   const at::Tensor& grad_stats,  // [N, 2C] acc
                                                   const at::Tensor& x,           // [N, C, H, W]
                                                   const at::Tensor& bias,        // [C] acc
-                                                  const at::Tensor& stats) {     // [N, 2C] acc, (mean | std)
+                                                  const at::Tensor& stats,       // [N, 2C] acc, (mean | std)
+                                                  double eps, double leaky_slope) {
   check_on_cuda("style_bwd", "x", x);
   check_style_args("style_bwd", x, bias);
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
@@ -310,7 +312,7 @@ std::tuple<at::Tensor, at::Tensor> style_bwd_cuda(const at::Tensor& grad_y,     
             <<<unsigned(N * C), kThreads, 0, stream>>>(
                 grad_y.const_data_ptr<scalar_t>(), grad_stats.const_data_ptr<acc_t>(), x.const_data_ptr<scalar_t>(),
                 bias.const_data_ptr<acc_t>(), stats.const_data_ptr<acc_t>(), grad_x.mutable_data_ptr<scalar_t>(),
-                partial_b.mutable_data_ptr<acc_t>(), int(C), int(HW));
+                partial_b.mutable_data_ptr<acc_t>(), int(C), int(HW), acc_t(eps), acc_t(leaky_slope));
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });

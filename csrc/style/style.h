@@ -5,8 +5,6 @@
 
 namespace alae_fast {
 
-constexpr double kStyleEps = 1e-5;
-
 inline void check_style_args(const char* op, const at::Tensor& x, const at::Tensor& bias) {
   check_activation(op, "x", x, x.device());
   check_index_range(op, "x", x);

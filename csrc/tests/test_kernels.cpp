@@ -28,8 +28,8 @@ void test_adain() {
   auto x = torch::randn({N, C, H, W}, opts), noise = torch::randn({N, 1, H, W}, opts);
   auto wn = torch::randn({C}, opts), b = torch::randn({C}, opts), style = torch::randn({N, 2 * C}, opts);
   auto fwd = op("alae_fast_C::adain_fwd").typed<std::tuple<at::Tensor, at::Tensor>(
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
-  auto [y, stats] = fwd.call(x, noise, wn, b, style);
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double, double)>();
+  auto [y, stats] = fwd.call(x, noise, wn, b, style, 1e-8, 0.2);
   auto t = torch::leaky_relu(x + wn.view({1, C, 1, 1}) * noise + b.view({1, C, 1, 1}), 0.2);
   auto mean = t.mean({2, 3}, true);
   auto var = (t - mean).square().mean({2, 3}, true);
@@ -45,9 +45,9 @@ void test_style() {
   const int64_t N = 2, C = 3, H = 5, W = 7;
   auto opts = torch::dtype(torch::kDouble);
   auto x = torch::randn({N, C, H, W}, opts), b = torch::randn({C}, opts);
-  auto fwd = op("alae_fast_C::style_fwd").typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&,
-                                                                                     const at::Tensor&)>();
-  auto [y, stats] = fwd.call(x, b);
+  auto fwd = op("alae_fast_C::style_fwd").typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                                                     double, double)>();
+  auto [y, stats] = fwd.call(x, b, 1e-5, 0.2);
   auto t = torch::leaky_relu(x + b.view({1, C, 1, 1}), 0.2);
   auto mean = t.mean({2, 3}, true);
   auto var = (t - mean).square().mean({2, 3}, true);
@@ -61,11 +61,11 @@ void test_noise() {
   auto x = torch::randn({N, C, H, W}, opts), noise = torch::randn({N, 1, H, W}, opts);
   auto wn = torch::randn({C}, opts), b = torch::randn({C}, opts);
   auto fwd = op("alae_fast_C::noise_fwd").typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                                           const std::optional<at::Tensor>&, bool)>();
+                                                           const std::optional<at::Tensor>&, bool, double)>();
   auto pre = x + wn.view({1, C, 1, 1}) * noise;
-  expect_close(fwd.call(x, noise, wn, b, true), torch::leaky_relu(pre + b.view({1, C, 1, 1}), 0.2), 1e-12,
+  expect_close(fwd.call(x, noise, wn, b, true, 0.2), torch::leaky_relu(pre + b.view({1, C, 1, 1}), 0.2), 1e-12,
                "noise_fwd fp64 bias act");
-  expect_close(fwd.call(x, noise, wn, std::nullopt, false), pre, 1e-12, "noise_fwd fp64 no bias");
+  expect_close(fwd.call(x, noise, wn, std::nullopt, false, 0.2), pre, 1e-12, "noise_fwd fp64 no bias");
 }
 
 // The vectorized bfloat16 paths: rounding as c10 does it, NaN kept; a constant row has std 0 exactly.
@@ -75,16 +75,16 @@ void test_bf16_rows() {
   x.index_put_({0, 1, 2, 3}, std::numeric_limits<float>::quiet_NaN());
   auto wn = torch::randn({C}), b = torch::randn({C});
   auto fwd = op("alae_fast_C::noise_fwd").typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                                           const std::optional<at::Tensor>&, bool)>();
+                                                           const std::optional<at::Tensor>&, bool, double)>();
   auto want = torch::leaky_relu(x.to(torch::kFloat) + wn.view({1, C, 1, 1}) * noise.to(torch::kFloat) +
                                 b.view({1, C, 1, 1}), 0.2).to(torch::kBFloat16);
-  const bool same = torch::equal(torch::nan_to_num(fwd.call(x, noise, wn, b, true), 1e9), torch::nan_to_num(want, 1e9));
+  const bool same = torch::equal(torch::nan_to_num(fwd.call(x, noise, wn, b, true, 0.2), 1e9), torch::nan_to_num(want, 1e9));
   std::printf("%s %-40s\n", same ? "PASS" : "FAIL", "noise_fwd bf16 bitwise, NaN kept");
   if (!same) ++failures;
 
-  auto style = op("alae_fast_C::style_fwd").typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&,
-                                                                                       const at::Tensor&)>();
-  auto [y, stats] = style.call(torch::full({N, C, H, W}, 0.7).to(torch::kBFloat16), b);
+  auto style = op("alae_fast_C::style_fwd").typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                                                       double, double)>();
+  auto [y, stats] = style.call(torch::full({N, C, H, W}, 0.7).to(torch::kBFloat16), b, 1e-5, 0.2);
   expect_close(stats.slice(1, C), torch::zeros({N, C}), 0.0, "style_fwd bf16 constant rows: std == 0");
 }
 

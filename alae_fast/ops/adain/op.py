@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from alae_fast.ops import _backend, _checks
+from alae_fast.ops.constants import LEAKY_SLOPE
 from alae_fast.ops._autograd import noise_grad, reference_double_backward
 
-EPS = 1e-8
-SLOPE = 0.2
+EPS = 1e-8  # the instance norm's
+SLOPE = LEAKY_SLOPE
 _OP = "modulated_adain"
 
 
@@ -40,7 +41,7 @@ def _adain_op(
     x: torch.Tensor, noise: torch.Tensor, noise_weight: torch.Tensor, bias: torch.Tensor,
     style: torch.Tensor, backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return _backend.kernel(backend, "adain_fwd")(x, noise, noise_weight, bias, style)
+    return _backend.kernel(backend, "adain_fwd")(x, noise, noise_weight, bias, style, EPS, SLOPE)
 
 
 @_adain_op.register_fake
@@ -53,7 +54,7 @@ def _adain_backward_op(
     grad_y: torch.Tensor, x: torch.Tensor, noise: torch.Tensor, noise_weight: torch.Tensor,
     bias: torch.Tensor, style: torch.Tensor, stats: torch.Tensor, backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _backend.kernel(backend, "adain_bwd")(grad_y, x, noise, noise_weight, bias, style, stats)
+    return _backend.kernel(backend, "adain_bwd")(grad_y, x, noise, noise_weight, bias, style, stats, EPS, SLOPE)
 
 
 @_adain_backward_op.register_fake

@@ -10,11 +10,10 @@ import torch
 import triton
 import triton.language as tl
 
-from alae_fast.ops._triton import (SLOPE, RowKernel, acc_dtype, check_activation, check_tensor, const, leaky,
+from alae_fast.ops._triton import (RowKernel, acc_dtype, check_activation, check_tensor, const, leaky,
                                           leaky_grad, row_moments, tl_acc, welford_combine,
                                           welford_update)
 
-EPS = tl.constexpr(1e-8)
 
 
 @triton.jit
@@ -37,7 +36,8 @@ def _adain_fwd_kernel(
     C,  # channels
     NC,  # rows = N*C
     HW,  # row length
-    ACC: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr, SINGLE: tl.constexpr,
+    EPS: tl.constexpr, SLOPE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr,
+    SINGLE: tl.constexpr,
 ):
     slope = const(SLOPE, ACC)
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # [ROWS]
@@ -95,7 +95,8 @@ def _adain_bwd_kernel(
     C,  # channels
     NC,  # rows = N*C
     HW,  # row length
-    ACC: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr, SINGLE: tl.constexpr,
+    EPS: tl.constexpr, SLOPE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr,
+    SINGLE: tl.constexpr,
 ):
     slope = const(SLOPE, ACC)
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # [ROWS]
@@ -172,18 +173,19 @@ def _check(op, x, noise, noise_weight, bias, style):
     check_tensor(op, "style", style, x.device, acc, (n, 2 * c), "[N, 2C]")
 
 
-def adain_fwd(x, noise, noise_weight, bias, style):
+def adain_fwd(x, noise, noise_weight, bias, style, eps, slope):
     """(y [N,C,H,W], stats [N,2C] = (mean | rstd) in acc dtype)."""
     _check("adain_fwd", x, noise, noise_weight, bias, style)
     n, c, h, w = x.shape
     y = torch.empty_like(x)
     stats = torch.empty_like(style)
     if x.numel():
-        _fwd(n * c, h * w, x, noise, noise_weight, bias, style, y, stats, c, ACC=tl_acc(x.dtype))
+        _fwd(n * c, h * w, x, noise, noise_weight, bias, style, y, stats, c, EPS=float(eps), SLOPE=float(slope),
+             ACC=tl_acc(x.dtype))
     return y, stats
 
 
-def adain_bwd(grad_y, x, noise, noise_weight, bias, style, stats):
+def adain_bwd(grad_y, x, noise, noise_weight, bias, style, stats, eps, slope):
     """(grad_x [N,C,H,W], grad_noise_weight [C], grad_bias [C], grad_style [N,2C])."""
     _check("adain_bwd", x, noise, noise_weight, bias, style)
     check_tensor("adain_bwd", "grad_y", grad_y, x.device, x.dtype, x.shape, "[N, C, H, W]")
@@ -196,5 +198,5 @@ def adain_bwd(grad_y, x, noise, noise_weight, bias, style, stats):
     part_b = torch.zeros((n, c), dtype=style.dtype, device=x.device)
     if x.numel():
         _bwd(n * c, h * w, grad_y, x, noise, noise_weight, bias, style, stats, grad_x, grad_style, part_wn, part_b,
-             c, ACC=tl_acc(x.dtype))
+             c, EPS=float(eps), SLOPE=float(slope), ACC=tl_acc(x.dtype))
     return grad_x, part_wn.sum(0), part_b.sum(0), grad_style

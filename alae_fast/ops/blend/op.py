@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from alae_fast.ops import _backend, _checks
+from alae_fast.ops.constants import LEAKY_SLOPE
 
-FROM_RGB_SLOPE = 0.2 * 0.2
+FROM_RGB_SLOPE = LEAKY_SLOPE * LEAKY_SLOPE  # from_rgb's leaky ReLU, applied twice as the original does
 
 
 def _up2(t):

@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from alae_fast.ops import _backend, _checks
+from alae_fast.ops.constants import LEAKY_SLOPE
 from alae_fast.ops._autograd import noise_grad, reference_double_backward
 
-SLOPE = 0.2
+SLOPE = LEAKY_SLOPE
 _OP = "noise_inject"
 
 
@@ -33,7 +34,7 @@ def noise_inject_ref(x, noise, noise_weight, bias=None, act=False):
 @torch.library.custom_op("alae_fast::noise_inject", mutates_args=())
 def _noise_op(x: torch.Tensor, noise: torch.Tensor, noise_weight: torch.Tensor, bias: Optional[torch.Tensor],
               act: bool, backend: str) -> torch.Tensor:
-    return _backend.kernel(backend, "noise_fwd")(x, noise, noise_weight, bias, act)
+    return _backend.kernel(backend, "noise_fwd")(x, noise, noise_weight, bias, act, SLOPE)
 
 
 @_noise_op.register_fake
@@ -45,7 +46,7 @@ def _(x, noise, noise_weight, bias, act, backend):
 def _noise_backward_op(grad_y: torch.Tensor, x: torch.Tensor, noise: torch.Tensor, noise_weight: torch.Tensor,
                        bias: Optional[torch.Tensor], act: bool, backend: str
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _backend.kernel(backend, "noise_bwd")(grad_y, x, noise, noise_weight, bias, act)
+    return _backend.kernel(backend, "noise_bwd")(grad_y, x, noise, noise_weight, bias, act, SLOPE)
 
 
 @_noise_backward_op.register_fake

@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from alae_fast.ops._triton import (SLOPE, FlatKernel, RowKernel, acc_dtype, check_activation, check_tensor,
+from alae_fast.ops._triton import (FlatKernel, RowKernel, acc_dtype, check_activation, check_tensor,
                                           const, leaky, leaky_grad, tl_acc)
 
 
@@ -24,7 +24,7 @@ def _noise_fwd_kernel(
     C,  # channels
     HW,  # row length
     numel,  # N*C*HW
-    ACC: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, BLOCK: tl.constexpr,
+    SLOPE: tl.constexpr, ACC: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, BLOCK: tl.constexpr,
 ):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)  # [BLOCK]
     mask = offs < numel
@@ -53,7 +53,7 @@ def _noise_bwd_kernel(
     C,  # channels
     NC,  # rows = N*C
     HW,  # row length
-    ACC: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr,
+    SLOPE: tl.constexpr, ACC: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr,
 ):
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # [ROWS]
     row_ok = rows < NC
@@ -95,18 +95,18 @@ def _check(op, x, noise, noise_weight, bias):
         check_tensor(op, "bias", bias, x.device, acc, (c,), "[C]")
 
 
-def noise_fwd(x, noise, noise_weight, bias, act):
+def noise_fwd(x, noise, noise_weight, bias, act, slope):
     """y [N,C,H,W] = x + noise_weight·noise (+ bias) (then leaky ReLU 0.2 when act)."""
     _check("noise_fwd", x, noise, noise_weight, bias)
     _, c, h, w = x.shape
     y = torch.empty_like(x)
     if x.numel():
         _fwd(x.numel(), x, noise, noise_weight, noise_weight if bias is None else bias, y, c, h * w,
-             ACC=tl_acc(x.dtype), HAS_BIAS=bias is not None, ACT=bool(act))
+             SLOPE=float(slope), ACC=tl_acc(x.dtype), HAS_BIAS=bias is not None, ACT=bool(act))
     return y
 
 
-def noise_bwd(grad_y, x, noise, noise_weight, bias, act):
+def noise_bwd(grad_y, x, noise, noise_weight, bias, act, slope):
     """(grad_x [N,C,H,W], grad_noise_weight [C], grad_bias [C], zeros when bias is None)."""
     _check("noise_bwd", x, noise, noise_weight, bias)
     check_tensor("noise_bwd", "grad_y", grad_y, x.device, x.dtype, x.shape, "[N, C, H, W]")
@@ -117,6 +117,7 @@ def noise_bwd(grad_y, x, noise, noise_weight, bias, act):
     part_b = torch.zeros((n, c), dtype=noise_weight.dtype, device=x.device)
     if x.numel():
         _bwd(n * c, h * w, grad_y, x, noise, noise_weight, noise_weight if bias is None else bias, grad_x,
-             part_wn, part_b, c, ACC=tl_acc(x.dtype), HAS_BIAS=bias is not None, ACT=bool(act))
+             part_wn, part_b, c, SLOPE=float(slope), ACC=tl_acc(x.dtype), HAS_BIAS=bias is not None,
+             ACT=bool(act))
     grad_bias = part_b.sum(0) if bias is not None else torch.zeros_like(noise_weight)
     return grad_x, part_wn.sum(0), grad_bias

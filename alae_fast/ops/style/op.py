@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from alae_fast.ops import _backend, _checks
+from alae_fast.ops.constants import LEAKY_SLOPE
 
-EPS = 1e-5
-SLOPE = 0.2
+EPS = 1e-5  # the instance norm's
+SLOPE = LEAKY_SLOPE
 _OP = "style_extract"
 
 
@@ -49,7 +50,7 @@ def style_extract_ref(x, bias):
 #             -> (g_grad_y [N,C,H,W], g_grad_stats [N,2C] acc, g_x [N,C,H,W], g_bias [C]): the backward of style_bwd
 @torch.library.custom_op("alae_fast::style_extract", mutates_args=())
 def _style_op(x: torch.Tensor, bias: torch.Tensor, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return _backend.kernel(backend, "style_fwd")(x, bias)
+    return _backend.kernel(backend, "style_fwd")(x, bias, EPS, SLOPE)
 
 
 @_style_op.register_fake
@@ -63,7 +64,7 @@ def _style_backward_op(
     grad_y: torch.Tensor, grad_stats: torch.Tensor, x: torch.Tensor, bias: torch.Tensor,
     stats: torch.Tensor, backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return _backend.kernel(backend, "style_bwd")(grad_y, grad_stats, x, bias, stats)
+    return _backend.kernel(backend, "style_bwd")(grad_y, grad_stats, x, bias, stats, EPS, SLOPE)
 
 
 @_style_backward_op.register_fake

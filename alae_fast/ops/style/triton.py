@@ -10,10 +10,9 @@ import torch
 import triton
 import triton.language as tl
 
-from alae_fast.ops._triton import (SLOPE, RowKernel, acc_dtype, check_activation, check_tensor, const, leaky,
+from alae_fast.ops._triton import (RowKernel, acc_dtype, check_activation, check_tensor, const, leaky,
                                           leaky_grad, row_moments, tl_acc, welford_combine, welford_update)
 
-EPS = tl.constexpr(1e-5)
 
 
 @triton.jit
@@ -25,7 +24,8 @@ def _style_fwd_kernel(
     C,  # channels
     NC,  # rows = N*C
     HW,  # row length
-    ACC: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr, SINGLE: tl.constexpr,
+    EPS: tl.constexpr, SLOPE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr,
+    SINGLE: tl.constexpr,
 ):
     slope = const(SLOPE, ACC)
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # [ROWS]
@@ -75,7 +75,8 @@ def _style_bwd_kernel(
     C,  # channels
     NC,  # rows = N*C
     HW,  # row length
-    ACC: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr, SINGLE: tl.constexpr,
+    EPS: tl.constexpr, SLOPE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr,
+    SINGLE: tl.constexpr,
 ):
     slope = const(SLOPE, ACC)
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # [ROWS]
@@ -148,11 +149,12 @@ def _style_bwd2_kernel(
     C,  # channels
     NC,  # rows = N*C
     HW,  # row length
-    EPS_: tl.constexpr, SLOPE_: tl.constexpr, HAS_GGX: tl.constexpr, HAS_GGB: tl.constexpr,
-    ACC: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr, SINGLE: tl.constexpr,
+    HAS_GGX: tl.constexpr, HAS_GGB: tl.constexpr,
+    EPS: tl.constexpr, SLOPE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr,
+    SINGLE: tl.constexpr,
 ):
     """Backward of style_bwd; the formulas are those of csrc/cpu/style.cpp's style_bwd2."""
-    slope = const(SLOPE_, ACC)
+    slope = const(SLOPE, ACC)
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # [ROWS]
     row_ok = rows < NC
     n, c = rows // C, rows % C
@@ -160,7 +162,7 @@ def _style_bwd2_kernel(
     qb = tl.load(gg_b_ptr + c, mask=row_ok, other=0)[:, None] if HAS_GGB else tl.zeros([ROWS, 1], ACC)
     mean = tl.load(stats_ptr + n * 2 * C + c, mask=row_ok, other=0)
     sd = tl.load(stats_ptr + n * 2 * C + C + c, mask=row_ok, other=0)
-    r = 1.0 / tl.sqrt(sd * sd + const(EPS_, ACC))
+    r = 1.0 / tl.sqrt(sd * sd + const(EPS, ACC))
     mean = mean[:, None]
     x_row = x_ptr + rows[:, None] * HW  # [ROWS, 1]
     g_row = grad_y_ptr + rows[:, None] * HW
@@ -226,7 +228,7 @@ def _check_rows(op, x):
                          "mean and std are undefined, so H·W must be at least 1")
 
 
-def style_fwd(x, bias):
+def style_fwd(x, bias, eps, slope):
     """(y [N,C,H,W], stats [N,2C] = (mean | std) in acc dtype)."""
     _check_rows("style_fwd", x)
     n, c, h, w = x.shape
@@ -234,11 +236,11 @@ def style_fwd(x, bias):
     y = torch.empty_like(x)
     stats = torch.empty((n, 2 * c), dtype=bias.dtype, device=x.device)
     if x.numel():
-        _fwd(n * c, h * w, x, bias, y, stats, c, ACC=tl_acc(x.dtype))
+        _fwd(n * c, h * w, x, bias, y, stats, c, EPS=float(eps), SLOPE=float(slope), ACC=tl_acc(x.dtype))
     return y, stats
 
 
-def style_bwd(grad_y, grad_stats, x, bias, stats):
+def style_bwd(grad_y, grad_stats, x, bias, stats, eps, slope):
     """(grad_x [N,C,H,W], grad_bias [C]) from grad_y [N,C,H,W] and grad_stats [N,2C] (acc)."""
     op = "style_bwd"
     _check_rows(op, x)
@@ -252,7 +254,8 @@ def style_bwd(grad_y, grad_stats, x, bias, stats):
     # Per-(n, c) partial sums, reduced over N afterwards: deterministic, no atomics.
     part_b = torch.zeros((n, c), dtype=acc, device=x.device)
     if x.numel():
-        _bwd(n * c, h * w, grad_y, grad_stats, x, bias, stats, grad_x, part_b, c, ACC=tl_acc(x.dtype))
+        _bwd(n * c, h * w, grad_y, grad_stats, x, bias, stats, grad_x, part_b, c, EPS=float(eps), SLOPE=float(slope),
+             ACC=tl_acc(x.dtype))
     return grad_x, part_b.sum(0)
 
 
@@ -277,6 +280,6 @@ def style_bwd2(grad_y, grad_stats, x, bias, stats, gg_x, gg_bias, eps, slope):
     if x.numel():
         _bwd2(n * c, h * w, grad_y, grad_stats, x, bias, stats, x if gg_x is None else gg_x,
               bias if gg_bias is None else gg_bias, g_grad_y, g_stats, g_x, part_b, c,
-              EPS_=float(eps), SLOPE_=float(slope), HAS_GGX=gg_x is not None, HAS_GGB=gg_bias is not None,
+              EPS=float(eps), SLOPE=float(slope), HAS_GGX=gg_x is not None, HAS_GGB=gg_bias is not None,
               ACC=tl_acc(x.dtype))
     return g_grad_y, g_stats, g_x, part_b.sum(0)
