@@ -97,3 +97,46 @@ def test_train_errors_are_one_line_with_the_fix(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
     assert main(["train", "--config", str(cfg), "--resume", str(tmp_path / "missing.pt")]) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_dry_run_shows_the_resolved_config_and_writes_nothing(tmp_path, capsys):
+    cfg = _mlp_config(tmp_path)
+    argv = ["train", "--config", str(cfg), "--outdir", str(tmp_path / "runs"), "--dry-run", "--batch", "4",
+            "--snap", "0.5", "--gamma", "5", "--mirror", "1", "--set", "train.r1_interval=4",
+            "--set", "model.latent_size=12"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    shown = yaml.safe_load(out[:out.index("run directory:")])
+    assert shown["train"]["batch_per_lod"] == [4] and shown["train"]["snapshot_kimg"] == 0.5
+    assert shown["train"]["r1_gamma"] == 5 and shown["train"]["mirror"] is True
+    assert shown["train"]["r1_interval"] == 4 and shown["model"]["latent_size"] == 12
+    assert f"run directory: {tmp_path / 'runs' / '00000-t'}" in out
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("train.r1_intervall=4", "train has no key 'r1_intervall'"),
+    ("r1_interval=4", "expected model.<key>=<value>"),
+    ("model.kind=gan", "argument 'kind' must be one of"),
+])
+def test_bad_set_is_one_line(tmp_path, capsys, setting, message):
+    argv = ["train", "--config", str(_mlp_config(tmp_path)), "--dry-run", "--set", setting]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_gpus_launches_one_process_per_rank(tmp_path):
+    """--gpus 2 on the CPU: two gloo ranks under a torchrun launched for the user; only rank 0 writes."""
+    import subprocess
+    import sys
+
+    cfg = _mlp_config(tmp_path)
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "alae_fast.cli", "train", "--config", str(cfg), "--out", str(run),
+                           "--gpus", "2", "--device", "cpu", "--no-progress"], capture_output=True, text=True,
+                          timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "x 2 ranks" in (run / "log.txt").read_text()
+    assert (run / "checkpoints" / "ckpt-000000000032.pt").is_file()

@@ -10,14 +10,16 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from alae_fast.data import load_builtin, make_stream
-from alae_fast.cli.common import add_device_args, pick_device, pick_precision
+from alae_fast.cli.common import add_device_args, pick_device, pick_precision, positive_int
 from alae_fast.train import NonFiniteTraining, Trainer, available_configs, format_summary, load_config, train
 from alae_fast.train import distributed
 from alae_fast.train.evaluate import evaluate_encoder
 from alae_fast.train.logging import TextLog
-from alae_fast.train.rundir import latest_run_dir, new_run_dir, run_contents, run_dir_of, write_options
+from alae_fast.train.config import with_overrides
+from alae_fast.train.rundir import latest_run_dir, new_run_dir, next_run_dir, run_contents, run_dir_of, write_options
 
 DEMO_MINUTES = 4.0  # cap on start-up + training, leaving time for the final grids and evaluation (< 5 min)
 
@@ -31,8 +33,17 @@ def add_parsers(sub) -> None:
                    help="continue a run: alone, the run in --out (or the newest numbered run of this config in "
                         "--outdir); with a value, that checkpoint file, checkpoints/ folder or run directory. "
                         "A run with no checkpoint yet starts fresh. Under torchrun, a restarted group always resumes")
+    p.add_argument("--gpus", type=positive_int, default=1,
+                   help="processes on this machine, one per GPU: launches torchrun --standalone for you")
     p.add_argument("--kimg", type=float, help="total length of the run in thousands of images")
     p.add_argument("--kimg-per-lod", type=float, help="images per level of detail, in kimg")
+    p.add_argument("--batch", type=positive_int, help="global batch for every level (all GPUs together)")
+    p.add_argument("--snap", type=float, help="checkpoint every this many kimg")
+    p.add_argument("--gamma", type=float, help="R1 weight gamma")
+    p.add_argument("--mirror", type=int, choices=(0, 1), help="train on randomly mirrored images (1) or not (0)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any config key, e.g. --set train.r1_interval=4 (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and run directory, then exit")
     p.add_argument("--loader", default="auto", help="data loader: auto, torch, dali, dali-cpu, memory")
     p.add_argument("--seed", type=int, help="override the config's seed")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
@@ -64,9 +75,9 @@ def _refuse(out: Path, contents: list[str], outdir: str) -> ValueError:
                       f"give another --out (or omit --out for a new numbered run under --outdir {outdir})")
 
 
-def pick_run_dir(args, name: str) -> tuple[Path, Path | None, bool]:
+def pick_run_dir(args, name: str, create: bool = True) -> tuple[Path, Path | None, bool]:
     """(run directory, where to resume from or None, whether no checkpoint there means a fresh start).
-    A fresh run never writes into a directory that holds another run."""
+    A fresh run never writes into a directory that holds another run; `create` makes a new numbered one."""
     restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
     if args.resume not in (None, "auto"):
         src = Path(args.resume)
@@ -86,10 +97,12 @@ def pick_run_dir(args, name: str) -> tuple[Path, Path | None, bool]:
         if run_contents(out):
             raise _refuse(out, run_contents(out), args.outdir)
         return out, None, True
-    return new_run_dir(args.outdir, name), None, True
+    return (new_run_dir(args.outdir, name) if create else next_run_dir(args.outdir, name)), None, True
 
 
 def run_train(args) -> int:
+    if args.gpus > 1 and not distributed.launched_by_torchrun():
+        return launch_local_ranks(args.gpus)
     device = pick_device(args.device)
     env = distributed.init_from_env(device)
     try:
@@ -100,6 +113,25 @@ def run_train(args) -> int:
         return 3
     finally:
         distributed.shutdown()
+
+
+def launch_local_ranks(count: int) -> int:
+    """Run this same command as `count` processes on this machine (torchrun --standalone): one per GPU."""
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    argv, rest = [], iter(sys.argv[1:])
+    for arg in rest:  # this command line without --gpus
+        if arg == "--gpus":
+            next(rest, None)
+        elif not arg.startswith("--gpus="):
+            argv.append(arg)
+    try:
+        torchrun.main(["--standalone", f"--nproc-per-node={count}", "-m", "alae_fast.cli", *argv])
+    except ChildFailedError as exc:
+        print(f"alae-fast train: error: a rank failed ({next(iter(exc.failures.values())).message})", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _agreed_run_dir(args, name: str, env):
@@ -116,6 +148,21 @@ def _agreed_run_dir(args, name: str, env):
     return choice
 
 
+def resolved_config(args, world_size: int):
+    """The config with the command line's overrides (the dedicated options, then every --set)."""
+    cfg = load_config(args.config, world_size=world_size, dataset=args.data)
+    tc = cfg.train
+    for value, key in ((args.kimg, "total_kimg"), (args.kimg_per_lod, "kimg_per_lod"), (args.seed, "seed"),
+                       (args.snap, "snapshot_kimg"), (args.gamma, "r1_gamma")):
+        if value is not None:
+            setattr(tc, key, value)
+    if args.batch is not None:
+        tc.batch_per_lod = [args.batch]
+    if args.mirror is not None:
+        tc.mirror = bool(args.mirror)
+    return with_overrides(cfg, args.set) if args.set else cfg
+
+
 def check_dataset(source: str, config_name: str) -> None:
     if not source.startswith("builtin:") and not Path(source).exists():
         raise FileNotFoundError(f"dataset {source} (train.dataset of config {config_name!r}) does not exist; pass "
@@ -124,17 +171,16 @@ def check_dataset(source: str, config_name: str) -> None:
 
 def _train(args, env) -> int:
     main = env.rank == 0
-    cfg = load_config(args.config, world_size=env.world_size, dataset=args.data)
-    tc = cfg.train
+    cfg = resolved_config(args, env.world_size)
     if args.out is None and cfg.output_dir:  # an official config's OUTPUT_DIR
         args.out = cfg.output_dir
-    if args.kimg is not None:
-        tc.total_kimg = args.kimg
-    if args.kimg_per_lod is not None:
-        tc.kimg_per_lod = args.kimg_per_lod
-    if args.seed is not None:
-        tc.seed = args.seed
-    check_dataset(tc.dataset, cfg.name)
+    check_dataset(cfg.train.dataset, cfg.name)
+    if args.dry_run:
+        if main:
+            out, where, _ = pick_run_dir(args, cfg.name, create=False)
+            print(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())
+            print(f"run directory: {out}" + (f" (resuming from {where})" if where is not None else ""))
+        return 0
     out, where, missing_ok = _agreed_run_dir(args, cfg.name, env)
     say = TextLog(out) if main else (lambda line: None)
     device = env.device

@@ -126,3 +126,19 @@ def load_config(name_or_path: str, *, world_size: int | None = None, dataset: st
     if dataset is not None:
         cfg.train.dataset = dataset
     return cfg
+
+
+def with_overrides(cfg: RunConfig, assignments) -> RunConfig:
+    """A copy of cfg with `section.key=value` assignments applied (values parsed as YAML), rebuilt so that
+    every value is validated as in a config file: `train.r1_interval=4`, `model.latent_size=256`."""
+    data = cfg.to_dict()
+    for text in assignments:
+        key, sep, value = str(text).partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or section not in ("model", "train"):
+            raise ValueError(f"--set {text!r}: expected model.<key>=<value> or train.<key>=<value>")
+        known = {f.name for f in dataclasses.fields(ModelConfig if section == "model" else TrainConfig)}
+        if name not in known:
+            raise ValueError(f"--set {text!r}: {section} has no key {name!r}; known: {', '.join(sorted(known))}")
+        data[section][name] = yaml.safe_load(value)
+    return RunConfig.from_dict(data, "--set")

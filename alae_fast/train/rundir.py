@@ -34,12 +34,18 @@ def _numbered(outdir: Path, name: str) -> list[tuple[int, Path]]:
     return sorted((i, p) for i, p in runs if _NUMBERED.match(p.name).group(2) == name)
 
 
+def next_run_dir(outdir, name: str) -> Path:
+    """<outdir>/<next number>-<name>: the number is one above every numbered run in outdir (not created)."""
+    outdir = Path(outdir)
+    taken = [int(m.group(1)) for p in outdir.iterdir() if (m := _NUMBERED.match(p.name))] if outdir.is_dir() else []
+    return outdir / f"{max(taken, default=-1) + 1:05d}-{name}"
+
+
 def new_run_dir(outdir, name: str) -> Path:
-    """Create <outdir>/<next number>-<name> (the number is one above every numbered run in outdir)."""
+    """Create next_run_dir(outdir, name) (or the next free number, if another launch took it)."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    taken = [int(m.group(1)) for p in outdir.iterdir() if (m := _NUMBERED.match(p.name))]
-    number = max(taken, default=-1) + 1
+    number = int(next_run_dir(outdir, name).name.split("-", 1)[0])
     while True:
         path = outdir / f"{number:05d}-{name}"
         try:
