@@ -249,3 +249,25 @@ def test_compiled_steps_match_eager(impl):
                                        rtol=1e-4, atol=1e-5)
     for a, b in zip(eager_params, comp_params):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_fid_at_snapshots_leaves_training_untouched(tmp_path, monkeypatch):
+    """With fid_inception set, each snapshot appends the EMA's FID to metrics.jsonl; the training run itself
+    (weights, logged losses) is the same as without it."""
+    import json
+
+    from alae_fast.metrics import fid as fid_module
+    from test_metrics import TinyFeatures
+
+    monkeypatch.setattr(fid_module, "load_inception", lambda path, *a, **k: TinyFeatures())
+    runs = {}
+    for name, inception in (("plain", None), ("fid", "tiny-inception.pth")):
+        torch.manual_seed(0)
+        cfg = tiny_config(snapshot_kimg=0.016, fid_inception=inception, fid_images=8, dataset="builtin:digits")
+        tr = Trainer(cfg, tmp_path / name, stream=TensorStream(tiny_images()))
+        train(tr, progress=False, tensorboard=False, text=lambda line: None)
+        runs[name] = tr
+    lines = [json.loads(line) for line in (tmp_path / "fid" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["kimg"] for row in lines] == [0.016, 0.032, 0.048] and all(row["fid"] >= 0 for row in lines)
+    for a, b in zip(runs["plain"].model.parameters(), runs["fid"].model.parameters()):
+        assert torch.equal(a, b)

@@ -44,6 +44,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override any config key, e.g. --set train.r1_interval=4 (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and run directory, then exit")
+    p.add_argument("--fid-inception", metavar="PATH",
+                   help="Inception weights (as for `alae-fast metrics fid`): log the EMA's FID at every snapshot")
+    p.add_argument("--fid-images", type=positive_int, help="images per snapshot FID (default 10000)")
     p.add_argument("--loader", default="auto", help="data loader: auto, torch, dali, dali-cpu, memory")
     p.add_argument("--seed", type=int, help="override the config's seed")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
@@ -153,7 +156,8 @@ def resolved_config(args, world_size: int):
     cfg = load_config(args.config, world_size=world_size, dataset=args.data)
     tc = cfg.train
     for value, key in ((args.kimg, "total_kimg"), (args.kimg_per_lod, "kimg_per_lod"), (args.seed, "seed"),
-                       (args.snap, "snapshot_kimg"), (args.gamma, "r1_gamma")):
+                       (args.snap, "snapshot_kimg"), (args.gamma, "r1_gamma"), (args.fid_inception, "fid_inception"),
+                       (args.fid_images, "fid_images")):
         if value is not None:
             setattr(tc, key, value)
     if args.batch is not None:

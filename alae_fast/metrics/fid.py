@@ -113,7 +113,7 @@ class SnapshotFID:
     """
 
     def __init__(self, inception, real, num_images: int = 10_000, batch: int = 64, device="cpu",
-                 dim: int = FEATURE_DIM):
+                 dim: int | None = None):
         if num_images < 2 or batch < 1:
             raise ValueError(f"SnapshotFID: arguments 'num_images' >= 2 and 'batch' >= 1 required, "
                              f"got {num_images} and {batch}")
@@ -128,14 +128,17 @@ class SnapshotFID:
     @torch.no_grad()
     def __call__(self, generate_fn: Callable[[int], torch.Tensor]) -> float:
         """FID of `num_images` images from generate_fn(n) -> [n, C, H, W] in [-1, 1] (any dtype)."""
-        fake = FeatureStats(self.dim)
+        fake = None
         for start in range(0, self.num_images, self.batch):
             n = min(self.batch, self.num_images - start)
             images = generate_fn(n)
             if images.dim() != 4 or images.shape[0] != n or images.shape[1] not in (1, 3):
                 raise ValueError(f"SnapshotFID: generate_fn({n}) must return [{n}, 1 or 3, H, W] images, "
                                  f"got {list(images.shape)}")
-            fake.update(self.extractor(quantize(images).to(self.device)).float())
+            feats = self.extractor(quantize(images).to(self.device)).float()
+            self.dim = self.dim or feats.shape[1]  # the feature network's width unless given
+            fake = fake or FeatureStats(self.dim)
+            fake.update(feats)
         res = images.shape[-1]
         if res not in self.real_stats:
             batches = image_batches(self.real, self.num_images, self.batch, res)

@@ -31,6 +31,8 @@ class TrainConfig:
     r1_gamma: float = 10.0
     r1_interval: int = 1  # lazy R1: every k D steps, scaled by k
     max_bad_steps: int = 25  # stop after this many consecutive iterations with a non-finite loss or gradient
+    fid_inception: str | None = None  # Inception weights (see alae-fast metrics fid): FID of the EMA at snapshots
+    fid_images: int = 10000  # generated and real images per snapshot FID
     ema_half_life_kimg: float = 10.0
     mirror: bool = False
     seed: int = 0

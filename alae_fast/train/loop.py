@@ -49,6 +49,47 @@ def render_grids(trainer) -> dict:
     return grids
 
 
+class SnapshotMetric:
+    """FID of the EMA generator at snapshots (rank 0): the Inception and the real statistics per resolution are
+    loaded once; real images come from a stream of their own, so the training data position is untouched, and
+    the draws from a generator of their own, so the run's RNGs are too."""
+
+    def __init__(self, trainer):
+        from alae_fast.data import make_stream
+        from alae_fast.metrics.fid import SnapshotFID
+
+        tc = trainer.tc
+        self.trainer = trainer
+        with self._own_rng():
+            real = make_stream(tc.dataset, device=trainer.device, seed=tc.seed + 7919)
+            self.fid = SnapshotFID(tc.fid_inception, real, tc.fid_images, batch=32, device=trainer.device)
+
+    def _own_rng(self):
+        device = self.trainer.device
+        return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+    @torch.no_grad()
+    def __call__(self) -> float:
+        tr = self.trainer
+        ema, phase = tr.ema, tr.phase()
+        gen = torch.Generator(tr.step_unit.sampler.draw_device).manual_seed(tr.tc.seed + 104729)
+
+        def generate(n):
+            z = torch.randn(n, ema.latent_size, generator=gen, device=gen.device).to(tr.device)
+            return ema.generate(ema.styles(z, phase.lod, mixing_prob=0.0), phase.lod, phase.blend, noise="fixed")
+
+        with self._own_rng():
+            return self.fid(generate)
+
+    def log(self, path: Path, text) -> float:
+        """Compute the FID, append it to `path` (one JSON object per snapshot) and to the text log."""
+        fid, kimg = self(), self.trainer.images / 1000
+        with open(path, "a") as f:
+            f.write(json.dumps({"kimg": kimg, "lod": self.trainer.phase().lod, "fid": fid}) + "\n")
+        text(f"kimg {kimg:9.3f}  fid {fid:.3f}")
+        return fid
+
+
 def save_grids(trainer, directory, suffix: str = "") -> dict:
     return {name: save_grid(images, Path(directory) / f"{name}{suffix}.png", nrow)
             for name, (images, nrow) in render_grids(trainer).items()}
@@ -104,6 +145,7 @@ def train(trainer, *, max_steps: int | None = None, progress: bool = True, tenso
             text(f"removed {len(leftovers)} temp file(s) of interrupted checkpoint writes in {trainer.checkpoint_dir}")
         log = LossLog(out, tensorboard, resume_kimg=trainer.images / 1000 if resumed else None)
     growth = GrowthWatch()
+    metric = SnapshotMetric(trainer) if main and tc.fid_inception else None
     bar = tqdm(total=round(trainer.total_images / 1000, 3), initial=round(trainer.images / 1000, 3),
                unit="kimg", disable=not (progress and main and sys.stderr.isatty()), dynamic_ncols=True,
                bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg [{elapsed}<{remaining}{postfix}]")
@@ -146,6 +188,8 @@ def train(trainer, *, max_steps: int | None = None, progress: bool = True, tenso
                 if snapshot_due and not trainer.done and trainer.bad_in_a_row == 0:
                     trainer.save_checkpoint()  # every rank: the per-rank state is gathered
                     snapshot_due = False
+                    if metric is not None:
+                        metric.log(out / "metrics.jsonl", text)
         finally:
             bar.close()
             if log is not None:

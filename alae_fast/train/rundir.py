@@ -16,7 +16,7 @@ from pathlib import Path
 
 from alae_fast.train.checkpoint import list_checkpoints
 
-RUN_FILES = ("losses.csv", "log.txt", "summary.json", "training_options.json")
+RUN_FILES = ("losses.csv", "log.txt", "summary.json", "training_options.json", "metrics.jsonl")
 _NUMBERED = re.compile(r"^(\d{5,})-(.+)$")
 
 
