@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from alae_fast.train.checkpoint import list_checkpoints, load_checkpoint
+from alae_fast.io.checkpoint import list_checkpoints, load_checkpoint
 from alae_fast.train.logging import TIMING_FIELDS, read_csv
 
 KILLS = 10

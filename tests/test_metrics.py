@@ -27,7 +27,7 @@ from alae_fast.metrics import perceptual
 from alae_fast.metrics.fid import quantize
 from alae_fast.metrics.weights import load_into
 from alae_fast.models import ModelConfig, build_model
-from alae_fast.train.checkpoint import save_file
+from alae_fast.io.checkpoint import save_file
 
 STYLE = ModelConfig("style", layer_count=3, startf=4, maxf=8, latent_size=8, mapping_layers=2, channels=1)
 MLP = ModelConfig("mlp", latent_size=8, mapping_layers=2, channels=1, image_size=28, hidden=16)

@@ -6,7 +6,7 @@ import torch
 from alae_fast.data import TensorStream
 from alae_fast.models import ModelConfig, build_model
 from alae_fast.train import NonFiniteTraining, Schedule, Trainer, train
-from alae_fast.train.checkpoint import list_checkpoints, load_checkpoint
+from alae_fast.io.checkpoint import list_checkpoints, load_checkpoint
 from alae_fast.train.logging import read_csv
 from alae_fast.train.losses import r1_penalty
 from _train_utils import deterministic_mode, one_thread, tiny_config, tiny_images  # noqa: F401

@@ -20,7 +20,7 @@ from alae_fast.convert import safe_pickle
 from alae_fast.convert.official import (alae_fast_to_official, infer_config, official_models,
                                         official_to_alae_fast, tensor_dict)
 from alae_fast.models import ModelConfig
-from alae_fast.train.checkpoint import CHECKSUM_KEY, save_atomic, save_file, verify_checksum
+from alae_fast.io.checkpoint import CHECKSUM_KEY, save_atomic, save_file, verify_checksum
 
 
 def build_parser(prog: str = "alae-fast convert") -> argparse.ArgumentParser:

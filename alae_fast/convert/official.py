@@ -16,7 +16,7 @@ from alae_fast.convert import safe_pickle
 from alae_fast.convert.layout import BLUR_KERNEL, NETS, blur_keys, entries
 from alae_fast.models import ModelConfig
 from alae_fast.official.net import FC_HIDDEN, FC_SIDE
-from alae_fast.train.checkpoint import save_atomic
+from alae_fast.io.checkpoint import save_atomic
 
 EMA = "_s"  # official suffix of the EMA copies
 

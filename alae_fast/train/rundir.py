@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from alae_fast.train.checkpoint import list_checkpoints
+from alae_fast.io.checkpoint import list_checkpoints
 
 RUN_FILES = ("losses.csv", "log.txt", "summary.json", "training_options.json", "metrics.jsonl")
 _NUMBERED = re.compile(r"^(\d{5,})-(.+)$")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from alae_fast.data import make_stream
+from alae_fast.io.checkpoint import load_checkpoint, load_latest
 from alae_fast.models import build_model
 from alae_fast.ops import blend_real
 from alae_fast.train import checkpoint as ckpt
@@ -300,7 +301,7 @@ class Trainer:
         choice = None
         if self.is_main:
             try:
-                state, path = ckpt.load_latest(where, map_location=self.device)
+                state, path = load_latest(where, map_location=self.device)
                 choice = str(path)
             except FileNotFoundError as exc:
                 choice = None if missing_ok else exc
@@ -315,7 +316,7 @@ class Trainer:
             if not Path(choice).is_file():
                 raise FileNotFoundError(f"rank {self.rank} cannot see checkpoint {choice} chosen by rank 0; "
                                         "multi-node runs need --out on a filesystem shared by all nodes")
-            state = ckpt.load_checkpoint(choice, map_location=self.device)
+            state = load_checkpoint(choice, map_location=self.device)
         self.load_state_dict(state, where=choice)
         if self.is_main and self.out_dir is not None and Path(choice).parent.resolve() == self.checkpoint_dir.resolve():
             for moved in ckpt.set_aside_newer(self.checkpoint_dir, self.images):

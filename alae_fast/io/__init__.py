@@ -1,0 +1,1 @@
+"""Files alae_fast reads and writes: checkpoints (checkpoint.py)."""
