@@ -18,7 +18,7 @@ from PIL import Image
 from alae_fast.data.sources import center_crop_resize
 from alae_fast.models import ModelConfig, build_model
 from alae_fast.io.checkpoint import load_latest
-from alae_fast.train.evaluate import resize
+from alae_fast.data.resize import resize
 from alae_fast.train.grids import save_grid, to_uint8
 
 __all__ = ["Trained", "edit", "generate", "interpolate", "load_images", "load_model", "load_trained",

@@ -15,7 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from alae_fast.data import make_stream, prepare
+from alae_fast.cli import main as cli_main
+from alae_fast.data import make_stream
 
 # resolution -> (images in the dataset, batch size)
 SIZES = {32: (512, 256), 128: (256, 64), 256: (128, 32), 1024: (32, 8)}
@@ -54,7 +55,7 @@ def datasets(tmp_path_factory):
                 Image.fromarray(pixels.astype(np.uint8)).save(jpeg / f"{i:05d}.jpg", quality=90)
             if fmt == "records":
                 out = root / "prepared"
-                assert prepare.main([str(jpeg), str(out), "--resolution", str(res)]) == 0
+                assert cli_main(["prepare", str(jpeg), str(out), "--resolution", str(res)]) == 0
                 root = out
             cache[key] = root
         return cache[key]

@@ -10,11 +10,17 @@ import torch
 from _official import (draw_official_noise, official_keys, random_official, ref_discriminate, ref_encode,
                        ref_fc_encode, ref_fc_generate, ref_generate, ref_map, shapes)
 
-from alae_fast.convert import (alae_fast_to_official, infer_config, load_official, main,
+from alae_fast.convert import (alae_fast_to_official, infer_config, load_official,
                                official_to_alae_fast, safe_torch_load)
 from alae_fast.cli import main as alae_fast_cli
 from alae_fast.convert import safe_pickle
 from alae_fast.models import ModelConfig, build_model
+
+
+
+def convert_main(argv) -> int:
+    return alae_fast_cli(["convert", *argv])
+
 
 CONFIGS = [
     ModelConfig("style", layer_count=3, startf=8, maxf=16, latent_size=16, mapping_layers=2, channels=1),
@@ -132,16 +138,16 @@ def test_cli_both_directions(tmp_path, capsys):
     torch.save({"models": alae_fast_to_official(model.state_dict(), None, cfg), "auxiliary": {"t": Tracker()}},
                official)
     ours = tmp_path / "ours.pt"
-    assert main([str(official), str(ours)]) == 0
+    assert convert_main([str(official), str(ours)]) == 0
     state = torch.load(ours, weights_only=True)
     assert ModelConfig(**state["config"]["model"]) == cfg
     for name, t in model.state_dict().items():
         torch.testing.assert_close(state["model"][name], t, rtol=1e-5, atol=1e-6)
     again = tmp_path / "again.pth"
-    assert main([str(ours), str(again), "--to", "official"]) == 0
+    assert convert_main([str(ours), str(again), "--to", "official"]) == 0
     assert '"to": "official"' in capsys.readouterr().out
     torch.testing.assert_close(load_official(again)["generator"]["const"], model.generator.const.detach())
-    assert main([str(ours), str(tmp_path / "x.pt"), "--to", "alae_fast"]) == 2
+    assert convert_main([str(ours), str(tmp_path / "x.pt"), "--to", "alae_fast"]) == 2
     assert "already in the alae_fast layout" in capsys.readouterr().err
 
 
@@ -175,10 +181,10 @@ def test_mnist_fc_converts_both_ways(tmp_path):
     official = tmp_path / "mnist_fc.pth"
     torch.save({"models": models, "auxiliary": {"tracker": Tracker()}}, official)
     ours, back = tmp_path / "ours.pt", tmp_path / "back.pth"
-    assert main([str(official), str(ours)]) == 0
+    assert convert_main([str(official), str(ours)]) == 0
     state = torch.load(ours, weights_only=True)
     assert ModelConfig(**state["config"]["model"]) == FC
-    assert main([str(ours), str(back)]) == 0
+    assert convert_main([str(ours), str(back)]) == 0
 
     again = load_official(back)
     assert sorted(again) == sorted(models)
@@ -219,7 +225,7 @@ def _official_file(path):
 
 
 def _fails(argv, capsys, *needles):
-    assert main(argv) == 2
+    assert convert_main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err, err
     for needle in needles:
@@ -254,7 +260,7 @@ def test_cli_writes_atomically(tmp_path, capsys, monkeypatch):
     assert dst.read_bytes() == b"the previous conversion"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pth", "out.pt"]  # no temp file left
     monkeypatch.undo()
-    assert main([str(src), str(dst)]) == 0
+    assert convert_main([str(src), str(dst)]) == 0
     assert "model" in torch.load(dst, weights_only=True)
 
 
@@ -320,5 +326,5 @@ def test_cli_malicious_auxiliary_is_never_run(tmp_path, capsys):
     src = tmp_path / "evil.pth"
     torch.save({"models": alae_fast_to_official(random_model(cfg, 0).state_dict(), None, cfg),
                 "auxiliary": {"tracker": Evil(marker)}}, src)
-    assert main([str(src), str(tmp_path / "out.pt")]) == 0
+    assert convert_main([str(src), str(tmp_path / "out.pt")]) == 0
     assert not marker.exists()

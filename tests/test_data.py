@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from alae_fast.data import TensorStream, load_builtin, make_stream
-from alae_fast.data import factory, prepare, records, sources
+from alae_fast.cli import main as cli_main
+from alae_fast.data import prepare, records, sources, streams
 from alae_fast.data.sources import FileSource
 
 FILE_LOADERS = ["torch", "dali-cpu"]
@@ -258,7 +259,7 @@ def test_dali_decodes_files_it_rejects_with_pillow(tmp_path, monkeypatch, caplog
     are found one by one, decoded with Pillow from then on, and the batches are those of the
     torch loader."""
     _need("dali-cpu")
-    from alae_fast.data import dali
+    from alae_fast.data.streams import dali_stream as dali
 
     root = _id_folder(tmp_path / "ids", n=6)
     for i in range(6, 9):
@@ -363,7 +364,7 @@ def test_missing_or_empty_dataset_errors(tmp_path):
 
 def test_auto_explains_fallback_once(digits, tmp_path, caplog, monkeypatch):
     root = _id_folder(tmp_path / "ids", n=4)
-    monkeypatch.setattr(factory, "_explained", set())
+    monkeypatch.setattr(streams, "_explained", set())
     with caplog.at_level(logging.WARNING, logger="alae_fast.data"):
         make_stream(root)
         make_stream(root)
@@ -375,7 +376,7 @@ def test_auto_explains_fallback_once(digits, tmp_path, caplog, monkeypatch):
 # --- prepare and TFRecords ----------------------------------------------------------
 
 def _prepare(src, out, *extra):
-    return prepare.main([str(src), str(out), "--resolution", "16", *extra])
+    return cli_main(["prepare", str(src), str(out), "--resolution", "16", *extra])
 
 
 def test_prepare_round_trip_and_levels(folder, tmp_path):

@@ -19,9 +19,10 @@ from torch import nn
 from alae_fast.data import load_builtin
 from alae_fast.metrics import (LPIPSVGG, FeatureStats, InceptionV3Features, SnapshotFID, fid_from_stats,
                                fid_model_vs_data, frechet_distance, image_batches, installed_lpips_heads,
-                               latent_accuracy, load_inception, load_lpips_heads, load_lpips_vgg, main, ppl_w,
+                               latent_accuracy, load_inception, load_lpips_heads, load_lpips_vgg, ppl_w,
                                reconstruction_error, snapshot_fid, stats_of)
-from alae_fast.metrics import cli as metrics_cli
+from alae_fast.cli import main as alae_fast_cli
+from alae_fast.cli import metrics_cmd as metrics_cli
 from alae_fast.metrics import inception as ours
 from alae_fast.metrics import perceptual
 from alae_fast.metrics.fid import quantize
@@ -382,7 +383,7 @@ def save_checkpoint(cfg, path):
 def run_cli(argv, capsys):
     """(exit status, stdout lines, stderr lines) of `alae-fast metrics ARGV`."""
     try:
-        code = main([str(a) for a in argv])
+        code = alae_fast_cli(["metrics", *map(str, argv)])
     except SystemExit as exc:  # argparse
         code = exc.code
     out, err = capsys.readouterr()

@@ -1,8 +1,9 @@
-"""Helpers shared by the subcommands: device/precision choice, list-valued arguments."""
+"""Helpers shared by the subcommands: one error style, device/precision choice, list-valued arguments."""
 
 from __future__ import annotations
 
 import argparse
+from contextlib import contextmanager
 
 import torch
 
@@ -63,3 +64,31 @@ def float_list(text: str) -> list[float]:
         return [float(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers like -3,0,3") from None
+
+
+class UsageError(Exception):
+    """A mistake in the command line; its message is one line that names the argument."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (usage is left to --help), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def first_line(exc: BaseException) -> str:
+    """exc's message cut to its first line, never repeating torch's advice to load a file unsafely."""
+    text = str(exc).strip()
+    if "weights_only" in text or "Weights only" in text:
+        return "not a weights-only torch file (it is not a torch file, or it pickles objects other than tensors)"
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+@contextmanager
+def blame(argument: str, hint: str = ""):
+    """Report an OSError/ValueError/RuntimeError raised while using `argument` as a UsageError naming it."""
+    try:
+        yield
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise UsageError(f"{argument}: {first_line(exc)}" + (f"; {hint}" if hint else "")) from None

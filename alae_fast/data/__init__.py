@@ -4,8 +4,8 @@ Imports only torch/numpy/PIL/DALI and alae_fast.ops. DALI is optional and import
 """
 
 from .builtin import BUILTINS, load_builtin, load_mnist
-from .factory import LOADERS, make_stream
-from .stream import ImageStream, TensorStream
+from .streams import LOADERS, make_stream
+from .streams.base import ImageStream, TensorStream
 
 __all__ = ["ImageStream", "TensorStream", "make_stream", "load_builtin", "load_mnist", "BUILTINS",
            "LOADERS"]

@@ -1,4 +1,4 @@
-"""`alae-fast prepare SRC OUT --resolution R [--levels]`: image folder -> TFRecord shards.
+"""Image folder -> TFRecord shards (`alae-fast prepare SRC OUT --resolution R [--levels]`).
 
 Format: the official ALAE layout, so old and new datasets read the same way: one file set
 per level, OUT/<name>-rXX.tfrecords.NNN (XX = log2 resolution, NNN = shard), each record an
@@ -13,9 +13,9 @@ finished shards. Finished output is never overwritten without --overwrite.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,24 +27,22 @@ from .sources import RECORD_NAME, REPORT_NAME, FileSource, failure, write_report
 MANIFEST = "prepare.json"
 
 
-def _parse(argv):
-    ap = argparse.ArgumentParser(prog="alae-fast prepare", description=__doc__.split("\n")[0])
-    ap.add_argument("src", type=Path, help="image folder (JPEG/PNG, nested); only read")
-    ap.add_argument("out", type=Path, help="output directory")
-    ap.add_argument("--resolution", type=int, required=True, help="side length, a power of 2")
-    ap.add_argument("--levels", action="store_true", help="also store R/2, R/4, ... 4")
-    ap.add_argument("--shard-size", type=int, default=0,
-                    help="images per shard (default: about 256 MB of pixels)")
-    ap.add_argument("--name", default="images", help="file name prefix")
-    ap.add_argument("--overwrite", action="store_true", help="replace finished output")
-    return ap.parse_args(argv)
+@dataclass
+class PrepareOptions:
+    src: Path  # image folder (any format Pillow reads, nested); only read
+    out: Path  # output directory
+    resolution: int  # side length, a power of 2
+    levels: bool = False  # also store R/2, R/4, ... 4
+    shard_size: int = 0  # images per shard (0: about 256 MB of pixels)
+    name: str = "images"  # file name prefix
+    overwrite: bool = False  # replace finished output
 
 
-def _levels(args) -> list[int]:
-    r = args.resolution
+def _levels(options: PrepareOptions) -> list[int]:
+    r = options.resolution
     if r < 4 or r & (r - 1):
         raise ValueError(f"--resolution {r}: must be a power of two >= 4")
-    return [r >> k for k in range(r.bit_length() - 2)] if args.levels else [r]
+    return [r >> k for k in range(r.bit_length() - 2)] if options.levels else [r]
 
 
 def _write_atomic(path: Path, payload: bytes) -> None:
@@ -93,11 +91,11 @@ def _clear(out: Path) -> None:
             p.unlink()
 
 
-def _open_manifest(args, levels, out: Path) -> dict:
-    wanted = {"source": str(args.src.resolve()), "resolution": args.resolution,
-              "levels": levels, "shard_size": args.shard_size, "name": args.name}
+def _open_manifest(options: PrepareOptions, levels, out: Path) -> dict:
+    wanted = {"source": str(options.src.resolve()), "resolution": options.resolution,
+              "levels": levels, "shard_size": options.shard_size, "name": options.name}
     path = out / MANIFEST
-    if path.exists() and not args.overwrite:
+    if path.exists() and not options.overwrite:
         state = json.loads(path.read_text())
         if state.get("complete"):
             raise FileExistsError(f"{out}: already prepared; pass --overwrite to replace it")
@@ -105,25 +103,26 @@ def _open_manifest(args, levels, out: Path) -> dict:
             raise FileExistsError(f"{out}: holds an unfinished run with other settings; "
                                   "pass --overwrite to start over")
         return state
-    if out.exists() and any(out.iterdir()) and not (args.overwrite or path.exists()):
+    if out.exists() and any(out.iterdir()) and not (options.overwrite or path.exists()):
         raise FileExistsError(f"{out}: not empty and not an alae-fast prepare output; "
                               "choose an empty directory or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
-    if args.overwrite:
+    if options.overwrite:
         _clear(out)
     return {**wanted, "shards": {}, "complete": False}
 
 
-def prepare(args) -> Path:
-    levels = _levels(args)
-    src, out = args.src.resolve(), args.out.resolve()
+def prepare(options: PrepareOptions) -> Path:
+    """Write the dataset; returns its directory. Raises ValueError, FileNotFoundError or FileExistsError."""
+    levels = _levels(options)
+    src, out = options.src.resolve(), options.out.resolve()
     if not src.is_dir():
         raise FileNotFoundError(f"prepare: source folder {src} does not exist")
     if out == src or src in out.parents:
         raise ValueError(f"prepare: OUT {out} lies inside SRC {src}; SRC is never written to")
-    state = _open_manifest(args, levels, out)
-    source = FileSource(src, resolution=args.resolution, report_dir=out)
-    shard_size = args.shard_size or max(1, 2**28 // (source.channels * args.resolution**2))
+    state = _open_manifest(options, levels, out)
+    source = FileSource(src, resolution=options.resolution, report_dir=out)
+    shard_size = options.shard_size or max(1, 2**28 // (source.channels * options.resolution**2))
     starts = range(0, source.num_images, shard_size)
     bar = tqdm(total=source.num_images, unit="img", desc="prepare")
     for shard, start in enumerate(starts):
@@ -132,7 +131,7 @@ def prepare(args) -> Path:
         if key in state["shards"]:
             bar.update(len(indices))
             continue
-        bad = _write_shard(source, indices, levels, out, args.name, key, bar)
+        bad = _write_shard(source, indices, levels, out, options.name, key, bar)
         state["shards"][key] = {"images": len(indices) - len(bad), "bad": bad}
         _write_atomic(out / MANIFEST, json.dumps(state, indent=1).encode())
     bar.close()
@@ -146,14 +145,3 @@ def prepare(args) -> Path:
     state["complete"] = True
     _write_atomic(out / MANIFEST, json.dumps(state, indent=1).encode())
     return out
-
-
-def main(argv=None) -> int:
-    args = _parse(argv)
-    try:
-        out = prepare(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"alae-fast prepare: error: {exc}")
-        return 2
-    print(f"alae-fast prepare: wrote {out}")
-    return 0

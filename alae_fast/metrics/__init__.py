@@ -10,14 +10,7 @@ from alae_fast.metrics.ppl import ppl_w
 from alae_fast.metrics.recon import image_batches, reconstruction_error
 
 
-def main(argv=None) -> int:
-    """`alae-fast metrics ...` (imported on use: the CLI pulls in inference and data loading)."""
-    from alae_fast.metrics.cli import main as cli_main
-
-    return cli_main(argv)
-
-
 __all__ = ["FeatureStats", "InceptionV3Features", "LPIPSVGG", "SnapshotFID", "fid_from_stats", "fid_model_vs_data",
            "frechet_distance", "generated_batches", "image_batches", "installed_lpips_heads", "labelled_data",
-           "latent_accuracy", "load_inception", "load_lpips_heads", "load_lpips_vgg", "main", "ppl_w",
+           "latent_accuracy", "load_inception", "load_lpips_heads", "load_lpips_vgg", "ppl_w",
            "reconstruction_error", "snapshot_fid", "stats_of"]

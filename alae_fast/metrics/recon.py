@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from alae_fast.train.evaluate import resize
+from alae_fast.data.resize import resize
 
 
 def image_batches(source, num: int, batch: int, res: int | None = None):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from alae_fast.data.resize import resize
 
 
 @torch.no_grad()
@@ -19,15 +20,6 @@ def encode_features(model, images: torch.Tensor, lod: int, blend: float = 1.0,
             x = resize(x, res)
         feats.append(model.encode(x, lod, blend).float().cpu())
     return torch.cat(feats).numpy()
-
-
-def resize(x: torch.Tensor, res: int) -> torch.Tensor:
-    """Float images to res x res: 2x2 box halving when possible, else antialiased bilinear."""
-    while x.shape[-1] > res and x.shape[-1] % 2 == 0 and x.shape[-1] // 2 >= res:
-        x = F.avg_pool2d(x, 2)
-    if x.shape[-1] != res:
-        x = F.interpolate(x, size=(res, res), mode="bilinear", antialias=True, align_corners=False)
-    return x
 
 
 def latent_classification(features: np.ndarray, labels, test_fraction: float = 0.25,

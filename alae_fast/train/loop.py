@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from alae_fast.train import checkpoint as ckpt
-from alae_fast.train.evaluate import resize
+from alae_fast.data.resize import resize
 from alae_fast.train.grids import mixing_grid, save_grid
 from alae_fast.train.logging import GrowthWatch, LossLog, TextLog, format_row
 from alae_fast.train.trainer import STOP_CHECK_EVERY

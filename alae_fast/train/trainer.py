@@ -29,7 +29,7 @@ from alae_fast.train import checkpoint as ckpt
 from alae_fast.train import distributed as dist
 from alae_fast.train.config import RunConfig
 from alae_fast.train.ema import ema_beta, make_ema, update_ema
-from alae_fast.train.evaluate import resize
+from alae_fast.data.resize import resize
 from alae_fast.train.schedule import Phase, Schedule
 from alae_fast.train.step import PRECISIONS, ALAEStep, StepOptions
 

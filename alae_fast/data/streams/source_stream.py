@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .stream import ImageStream, check_resolution, check_shard, check_state, iter_order, to_unit_range
+from .base import ImageStream, check_resolution, check_shard, check_state, iter_order, to_unit_range
 
 
 class SourceStream(ImageStream):

@@ -8,14 +8,12 @@ A mistake in the arguments ends in one line that names the argument, with exit s
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
-from alae_fast.cli.common import add_device_args, pick_device, positive_int
+from alae_fast.cli.common import OneLineParser, UsageError, add_device_args, blame, first_line, pick_device, positive_int
 from alae_fast.data import make_stream
 from alae_fast.infer import load_trained
 from alae_fast.metrics.classify import labelled_data, latent_accuracy
@@ -29,37 +27,11 @@ CHECKPOINT_HINT = "give a checkpoint file or run directory of 'alae-fast train',
 DATA_HINT = "give an image folder, a prepared TFRecord directory or builtin:<name>"
 
 
-class UsageError(Exception):
-    """A mistake in the command line; its message is one line that names the argument."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line (usage is left to --help), exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def first_line(exc: BaseException) -> str:
-    """exc's message cut to its first line, never repeating torch's advice to load a file unsafely."""
-    text = str(exc).strip()
-    if "weights_only" in text or "Weights only" in text:
-        return "not a weights-only torch file (it is not a torch file, or it pickles objects other than tensors)"
-    return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
-@contextmanager
-def blame(argument: str, hint: str = ""):
-    """Report an OSError/ValueError/RuntimeError raised while using `argument` as a UsageError naming it."""
-    try:
-        yield
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise UsageError(f"{argument}: {first_line(exc)}" + (f"; {hint}" if hint else "")) from None
-
-
-def build_parser(prog: str = "alae-fast metrics") -> argparse.ArgumentParser:
-    p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="metric", required=True)
+def add_parsers(sub) -> None:
+    p = sub.add_parser("metrics", help="FID, PPL, reconstruction and latent classification; one JSON line each",
+                       description=__doc__.split("\n\n")[0])
+    p.set_defaults(func=run_metrics)
+    sub = p.add_subparsers(dest="metric", required=True, parser_class=OneLineParser)
     common = OneLineParser(add_help=False)
     common.add_argument("checkpoint", metavar="CHECKPOINT",
                         help="checkpoint file, run or checkpoint directory, converted official file")
@@ -87,7 +59,6 @@ def build_parser(prog: str = "alae-fast metrics") -> argparse.ArgumentParser:
     cls = sub.add_parser("classify", parents=[common], help="1-NN / linear-SVM accuracy of E(x)")
     cls.add_argument("--data", default="builtin:digits", help="builtin:<name> or .npz (images, labels)")
     cls.add_argument("--num", type=positive_int, default=None)
-    return p
 
 
 def checkpoint_and_level(args, device):
@@ -148,14 +119,6 @@ def run(args) -> dict:
         stream.close()
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        print(json.dumps(run(args)))
-    except UsageError as exc:
-        print(f"alae-fast metrics {args.metric}: error: {exc}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"alae-fast metrics {args.metric}: error: {first_line(exc)}", file=sys.stderr)
-        return 2
+def run_metrics(args) -> int:
+    print(json.dumps(run(args)))
     return 0

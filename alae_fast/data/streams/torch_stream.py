@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .filestream import SourceStream
-from .sources import failure
+from ..sources import failure
+from .source_stream import SourceStream
 
 CHUNK = 16  # samples per worker task
 

@@ -35,8 +35,8 @@ from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.plugin.pytorch import DALIGenericIterator
 from PIL import Image
 
-from .filestream import SourceStream
-from .sources import failure
+from ..sources import failure
+from .source_stream import SourceStream
 
 # Pillow format names of the files fed to DALI's decoder as they are; it takes the first
 # frame of animated PNG/WebP/TIFF.

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from .builtin import load_builtin
-from .stream import ImageStream, TensorStream
+from ..builtin import load_builtin
+from .base import ImageStream, TensorStream
 
 LOADERS = ("auto", "dali", "dali-cpu", "torch", "memory")
 log = logging.getLogger("alae_fast.data")
@@ -57,15 +57,15 @@ def make_stream(source, *, loader="auto", device="cpu", rank=0, world_size=1, se
     if loader == "memory":
         raise ValueError(f"make_stream: loader='memory' needs a tensor or builtin source, "
                          f"got the path {path}")
-    from .sources import open_source
+    from ..sources import open_source
 
     files = open_source(path, report_dir)
     if loader == "auto":
         loader = _auto_loader(device)
     if loader == "torch":
-        from .folder import TorchStream
+        from .torch_stream import TorchStream
 
         return TorchStream(files, num_workers=num_workers, **common)
-    from .dali import DaliStream
+    from .dali_stream import DaliStream
 
     return DaliStream(files, gpu=(loader == "dali"), num_threads=num_workers, **common)

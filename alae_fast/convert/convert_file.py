@@ -1,6 +1,7 @@
-"""`alae-fast convert IN OUT`: official checkpoint -> alae_fast checkpoint, or back.
+"""Official checkpoint -> alae_fast checkpoint, or back (`alae-fast convert IN OUT`).
 
-The direction follows the input: an official file ('models' dict) becomes an alae_fast file
+IN is a file, or a training run / checkpoints directory (its newest checkpoint). The direction follows
+the input: an official file ('models' dict) becomes an alae_fast file
 {'config': {'name', 'model'}, 'model', 'ema'}; an alae_fast file ('model' + 'config') becomes an
 official {'models', 'auxiliary': {}} file. Both are read with the restricted, stub-tolerant
 unpickler. OUT is written atomically and never over IN; an unreadable or malformed input is
@@ -9,33 +10,31 @@ reported in one line naming the file (exit status 2).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import os
-import sys
 from pathlib import Path
 
 from alae_fast.convert import safe_pickle
 from alae_fast.convert.official import (alae_fast_to_official, infer_config, official_models,
                                         official_to_alae_fast, tensor_dict)
 from alae_fast.models import ModelConfig
-from alae_fast.io.checkpoint import CHECKSUM_KEY, save_atomic, save_file, verify_checksum
-
-
-def build_parser(prog: str = "alae-fast convert") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("input", help="official .pth or alae_fast .pt checkpoint")
-    p.add_argument("output", help="where to write the converted checkpoint (not the input)")
-    p.add_argument("--to", choices=("auto", "alae_fast", "official"), default="auto",
-                   help="target layout (default: the other one)")
-    return p
+from alae_fast.io.checkpoint import CHECKSUM_KEY, list_checkpoints, save_atomic, save_file, verify_checksum
 
 
 def _one_line(exc: BaseException) -> str:
     """The first sentence of the message (torch's zip errors run on for several)."""
     lines = str(exc).strip().splitlines()
     return lines[0].split(". ")[0][:300] if lines else type(exc).__name__
+
+
+def newest_checkpoint(src: Path) -> Path:
+    """src itself when it is a file; the newest ckpt-*.pt of a run or checkpoints directory."""
+    if src.is_dir():
+        found = list_checkpoints(src / "checkpoints") or list_checkpoints(src)
+        if not found:
+            raise ValueError(f"input {src} is a directory without checkpoints (ckpt-*.pt, or checkpoints/ckpt-*.pt)")
+        return found[-1]
+    return src
 
 
 def _check_paths(src: Path, dst: Path) -> None:
@@ -75,8 +74,10 @@ def _ours_to_official(state: dict, src: Path) -> tuple[dict, dict]:
     return {"models": models, "auxiliary": {}}, {"to": "official", "config": config["model"]}
 
 
-def convert(src: Path, dst: Path, to: str = "auto") -> dict:
-    """Convert the checkpoint file src into dst; returns what the CLI prints. Raises ValueError."""
+def convert_file(src, dst, to: str = "auto") -> dict:
+    """Convert the checkpoint file src into dst (never over src, written atomically); returns
+    {'to': layout, 'config': model config}. A malformed file raises ValueError in one line."""
+    src, dst = newest_checkpoint(Path(src)), Path(dst)
     _check_paths(src, dst)
     state = _load(src)
     if not isinstance(state, dict) or not ("models" in state or "model" in state):
@@ -96,16 +97,4 @@ def convert(src: Path, dst: Path, to: str = "auto") -> dict:
         (save_file if layout == "official" else save_atomic)(out, dst)
     except OSError as exc:
         raise ValueError(f"cannot write {dst}: {exc.strerror or exc}") from None
-    return info
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    src, dst = Path(args.input), Path(args.output)
-    try:
-        info = convert(src, dst, args.to)
-    except ValueError as exc:
-        print(f"alae-fast convert: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    print(json.dumps({"input": str(src), "output": str(dst), **info}))
-    return 0
+    return {"input": str(src), **info}

@@ -1,5 +1,0 @@
-import sys
-
-from alae_fast.convert.cli import main
-
-sys.exit(main())
