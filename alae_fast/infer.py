@@ -52,7 +52,7 @@ def load_trained(where, which: str = "ema", device="cpu") -> Trained:
     cfg = (state.get("config") or {}).get("model") if isinstance(state, dict) else None
     if not isinstance(cfg, dict) or which not in state:
         raise ValueError(f"{path} is not an alae_fast checkpoint with config['model'] and {which!r}")
-    model = build_model(ModelConfig(**cfg))
+    model = build_model(ModelConfig.from_dict(cfg, f"{path}: config['model']"))
     model.load_state_dict(state[which])
     model = model.to(device).eval().requires_grad_(False)
     return Trained(model, int(state.get("lod", model.max_lod)), float(state.get("blend", 1.0)),

@@ -37,6 +37,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from alae_fast.models import build_model
+from alae_fast.ops import use_impl
 from alae_fast.train import load_config
 from alae_fast.train.step import ALAEStep, StepOptions
 
@@ -167,8 +168,7 @@ def count_iteration(config: str, lod: int, batch: int, variant: str, blend: floa
     """{'d': Cost, 'g': Cost, 'ae': Cost} of one iteration of built-in `config` at `lod`."""
     precision, impl = VARIANTS[variant]
     cfg = load_config(config).model
-    cfg.impl = impl
-    with FakeTensorMode() as fake:
+    with FakeTensorMode() as fake, use_impl(impl):
         model = build_model(cfg).train()
         counter = CostCounter()
         options = StepOptions(precision=precision, guard=False, fused_adam=False)

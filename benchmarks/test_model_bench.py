@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from alae_fast.models import ModelConfig, build_model
+from alae_fast.ops import use_impl
 from alae_fast.train.step import ALAEStep, StepOptions
 from benchmarks import shapes, timing
 from benchmarks.conftest import device_name, option_list
@@ -46,8 +47,7 @@ VARIANTS = [Variant("fp32-eager", "ref", "fp32"), Variant("bf16-eager", "ref", "
 
 def build(cfg: shapes.Config, variant: Variant, device: torch.device):
     model_cfg = ModelConfig(kind="style", layer_count=cfg.layer_count, startf=cfg.startf, maxf=cfg.maxf,
-                            latent_size=cfg.latent, mapping_layers=cfg.mapping_layers, channels=cfg.channels,
-                            impl=variant.impl)
+                            latent_size=cfg.latent, mapping_layers=cfg.mapping_layers, channels=cfg.channels)
     return build_model(model_cfg).to(device)
 
 
@@ -102,7 +102,8 @@ def test_train_iteration(benchmark, variant, train_lod, device):
     real = torch.rand(batch, cfg.channels, res, res, device=device) * 2 - 1
 
     def iteration():
-        return step(real, lod, 1.0)
+        with use_impl(variant.impl):
+            return step(real, lod, 1.0)
 
     iteration()  # compiles the compile variant (and proves its compiled path ran)
     with timing.PeakMemory(device) as peak:
@@ -130,7 +131,7 @@ def test_inference(benchmark, variant, infer_lod, what, device):
 
     def call():
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
-                                                    enabled=dtype is not None):
+                                                    enabled=dtype is not None), use_impl(variant.impl):
             return run()
 
     with timing.PeakMemory(device) as peak:
@@ -159,7 +160,8 @@ def test_train_iteration_smoke(benchmark, impl):
     ed, fg = list(model.parameters_ed()), list(model.parameters_fg())
     before = [p.detach().clone() for p in ed + fg]
     real = torch.rand(4, SMOKE_CFG.channels, model.resolution(lod), model.resolution(lod)) * 2 - 1
-    stats = benchmark.pedantic(lambda: step(real, lod, 0.5), rounds=1)
+    with use_impl(impl):
+        stats = benchmark.pedantic(lambda: step(real, lod, 0.5), rounds=1)
     assert stats["skipped"] == 0 and all(torch.isfinite(torch.as_tensor(v)) for v in stats.values()), stats
     moved = [not torch.equal(b, p) for b, p in zip(before, ed + fg)]
     assert any(moved[:len(ed)]) and any(moved[len(ed):]), "an optimizer did not update its weights"

@@ -216,6 +216,36 @@ def test_auto_dispatch_and_override(monkeypatch):
         ops.blend_real(x, 0.5, impl="cuda")
 
 
+def test_use_impl_nests_restores_and_reaches_compiled_code():
+    x = torch.randn(2, 3, 4, 4)
+    automatic = _backend.resolve("auto", x)
+    with ops.use_impl("ref"):
+        assert _backend.resolve("auto", x) == "ref"
+        with ops.use_impl("auto"):
+            assert _backend.resolve("auto", x) == automatic
+        assert _backend.resolve("auto", x) == "ref"
+        assert _backend.resolve("cpu", x) == "cpu" or not _backend.EXT_LOADED  # explicit impl wins
+    with pytest.raises(KeyError), ops.use_impl("ref"):
+        raise KeyError("restored on error")
+    assert _backend.resolve("auto", x) == automatic
+    with pytest.raises(ValueError, match="impl must be one of"), ops.use_impl("fast"):
+        pass
+
+    seen = []
+    real_resolve = _backend.resolve
+
+    def recording_resolve(impl, tensor):
+        seen.append(real_resolve(impl, tensor))
+        return seen[-1]
+
+    fn = torch.compile(lambda t: ops.blend_real(t, 0.5), fullgraph=True, backend="eager")
+    with mock.patch.object(_backend, "resolve", recording_resolve):
+        with ops.use_impl("ref"):
+            fn(x)
+        fn(x)  # outside the block: the guard on the block's backend retraces
+    assert seen == ["ref", automatic]
+
+
 def test_env_override(monkeypatch):
     monkeypatch.setenv("ALAE_FAST_IMPL", "ref")
     assert _backend._read_env_impl() == "ref"

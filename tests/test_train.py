@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from alae_fast.data import TensorStream
-from alae_fast.models import ModelConfig, build_model
+from alae_fast.models import build_model
+from alae_fast.ops import use_impl
 from alae_fast.train import NonFiniteTraining, Schedule, Trainer, train
 from alae_fast.io.checkpoint import list_checkpoints, load_checkpoint
 from alae_fast.train.logging import read_csv
@@ -73,7 +74,7 @@ def test_lazy_r1_every_k_steps_scaled_by_k():
 def test_r1_matches_plain_autograd(scaled):
     torch.manual_seed(0)
     model = build_model(tiny_config().model)
-    ref = build_model(ModelConfig(**{**tiny_config().model.__dict__, "impl": "ref"}))
+    ref = build_model(tiny_config().model)
     ref.load_state_dict(model.state_dict())
     x = torch.randn(3, 1, 8, 8)
     # The trainer's penalty (fused ops; with fp16-style loss scaling when `scaled`).
@@ -83,7 +84,9 @@ def test_r1_matches_plain_autograd(scaled):
     grads = torch.autograd.grad(r1, list(model.encoder.parameters()), allow_unused=True)
     # Reference: plain double backward through the pure-PyTorch model.
     xr = x.clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(ref.discriminate(ref.encode(xr, 1, 0.5)).sum(), xr, create_graph=True)
+    with use_impl("ref"):
+        ref_logits = ref.discriminate(ref.encode(xr, 1, 0.5))
+    (g,) = torch.autograd.grad(ref_logits.sum(), xr, create_graph=True)
     r1_ref = g.pow(2).sum(dim=[1, 2, 3]).mean()
     grads_ref = torch.autograd.grad(r1_ref, list(ref.encoder.parameters()), allow_unused=True)
     torch.testing.assert_close(r1, r1_ref, rtol=1e-4, atol=1e-6)
@@ -234,13 +237,12 @@ def test_compiled_steps_match_eager(impl):
     runs = []
     for compiled in (False, True):
         torch.manual_seed(0)
-        cfg = tiny_config().model
-        cfg.impl = impl
-        model = build_model(cfg)
+        model = build_model(tiny_config().model)
         step = ALAEStep(model, StepOptions(compile=compiled, compile_backend="aot_eager"), device="cpu")
         step.begin_lod(1, 0.002)
         real = torch.randn(4, 1, 8, 8)
-        stats = [step(real, 1, 1.0) for _ in range(2)]
+        with use_impl(impl):
+            stats = [step(real, 1, 1.0) for _ in range(2)]
         runs.append((stats, [p.detach().clone() for p in model.parameters()]))
     (eager_stats, eager_params), (comp_stats, comp_params) = runs
     for a, b in zip(eager_stats, comp_stats):

@@ -67,7 +67,7 @@ def _ours_to_official(state: dict, src: Path) -> tuple[dict, dict]:
         raise ValueError("alae_fast checkpoint has no config['model'] dict")
     if not isinstance(state["model"], dict) or not isinstance(state.get("ema", {}), (dict, type(None))):
         raise ValueError("alae_fast checkpoint: 'model' and 'ema' must be state dicts")
-    cfg = ModelConfig(**config["model"])
+    cfg = ModelConfig.from_dict(config["model"], f"{src}: config['model']")
     model = tensor_dict(state["model"], "model")
     ema = tensor_dict(state["ema"], "ema") if state.get("ema") is not None else None
     models = alae_fast_to_official(model, ema, cfg)

@@ -58,6 +58,10 @@ class ALAEBase(nn.Module):
         cutoff = self.mixing_cutoff(lod, mixing_prob)
         return self.mixed_styles(z, None if cutoff is None else torch.randn_like(z), cutoff)
 
+    def fade_reals(self, x: torch.Tensor, lod: int, blend: float) -> torch.Tensor:
+        """Real images as E sees them while level `lod` fades in (identity when nothing fades)."""
+        return x
+
     def discriminate(self, w: torch.Tensor) -> torch.Tensor:
         """D: w [N, ℓ] -> logits [N]."""
         return self.mapping_d(w)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 KINDS = ("style", "mlp")
@@ -20,7 +21,6 @@ class ModelConfig:
     truncation_cutoff: int = 8
     style_mixing_prob: float = 0.9
     w_avg_beta: float = 0.995
-    impl: str = "auto"              # forwarded to every fused op
     image_size: int = 28            # mlp only: the side of the (flattened) image
     hidden: int = 1024              # mlp only: hidden width of E and G
 
@@ -31,3 +31,12 @@ class ModelConfig:
                      "hidden"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ModelConfig: argument '{name}' must be >= 1, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = "model config") -> "ModelConfig":
+        """A config from a checkpoint's or a file's dict; the backend key older versions stored is dropped."""
+        values = {k: v for k, v in values.items() if k != "impl"}
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+        return cls(**values)

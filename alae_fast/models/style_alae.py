@@ -13,6 +13,7 @@ from torch import nn
 from alae_fast.models.alae import ALAEBase
 from alae_fast.models.config import ModelConfig
 from alae_fast.nn import Blur, EqualizedConv2d, FromRGB, ModulatedAdaIN, StyleExtract, ToRGB
+from alae_fast.ops import blend_real
 
 FUSED_RESOLUTION = 128  # at and above this side, resampling convs are fused (stride-2, 4×4)
 NOISE_MODES = ("random", "fixed", "const")
@@ -36,7 +37,7 @@ def draw_noise(x: torch.Tensor, batch: int) -> torch.Tensor:
 class DecodeBlock(nn.Module):
     """[conv_1 (up) → blur] → adain_1(w_{2i}) → conv_2 → adain_2(w_{2i+1}). Block 0 has no conv_1."""
 
-    def __init__(self, index: int, in_channels: int, out_channels: int, latent_size: int, impl: str):
+    def __init__(self, index: int, in_channels: int, out_channels: int, latent_size: int):
         super().__init__()
         self.index = index
         self.resolution = 4 * 2 ** index
@@ -44,9 +45,9 @@ class DecodeBlock(nn.Module):
         if index > 0:
             self.conv_1 = EqualizedConv2d(in_channels, out_channels, 3, bias=False, up=self.fused)
             self.blur = Blur(out_channels)
-        self.adain_1 = ModulatedAdaIN(out_channels, latent_size, impl)
+        self.adain_1 = ModulatedAdaIN(out_channels, latent_size)
         self.conv_2 = EqualizedConv2d(out_channels, out_channels, 3, bias=False)
-        self.adain_2 = ModulatedAdaIN(out_channels, latent_size, impl)
+        self.adain_2 = ModulatedAdaIN(out_channels, latent_size)
         # Deterministic per-layer noise for noise='fixed' (not saved: it is rebuilt from the seed).
         gen = torch.Generator().manual_seed(1000 + index)
         size = (1, 1, self.resolution, self.resolution)
@@ -76,12 +77,11 @@ class Generator(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.layer_count = cfg.layer_count
-        self.impl = cfg.impl
         chans = [block_channels(cfg, i) for i in range(cfg.layer_count)]
         self.const = nn.Parameter(torch.ones(1, chans[0], 4, 4))
         self.blocks = nn.ModuleList(
-            DecodeBlock(i, chans[max(i - 1, 0)], chans[i], cfg.latent_size, cfg.impl) for i in range(cfg.layer_count))
-        self.to_rgb = nn.ModuleList(ToRGB(c, cfg.channels, cfg.impl) for c in chans)
+            DecodeBlock(i, chans[max(i - 1, 0)], chans[i], cfg.latent_size) for i in range(cfg.layer_count))
+        self.to_rgb = nn.ModuleList(ToRGB(c, cfg.channels) for c in chans)
 
     def forward(self, ws: torch.Tensor, lod: int, blend: float = 1.0, noise: str = "random") -> torch.Tensor:
         x = self.const.to(ws.dtype).expand(ws.shape[0], -1, -1, -1)
@@ -97,16 +97,15 @@ class EncodeBlock(nn.Module):
     """conv_1 → extract_1 → blur → conv_2 (down) → extract_2. Returns (x, [stats_1, stats_2]): the fp32
     [N, 2C] instance-norm statistics that extract_1.style and extract_2.style map to latents."""
 
-    def __init__(self, index: int, in_channels: int, out_channels: int, latent_size: int, in_resolution: int,
-                 impl: str):
+    def __init__(self, index: int, in_channels: int, out_channels: int, latent_size: int, in_resolution: int):
         super().__init__()
         self.index = index
         self.fused = in_resolution >= FUSED_RESOLUTION
         self.conv_1 = EqualizedConv2d(in_channels, in_channels, 3, bias=False)
-        self.extract_1 = StyleExtract(in_channels, latent_size, impl)
+        self.extract_1 = StyleExtract(in_channels, latent_size)
         self.blur = Blur(in_channels)
         self.conv_2 = EqualizedConv2d(in_channels, out_channels, 3, bias=False, down=self.fused)
-        self.extract_2 = StyleExtract(out_channels, latent_size, impl)
+        self.extract_2 = StyleExtract(out_channels, latent_size)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x, stats_1 = self.extract_1.statistics(self.conv_1(x))
@@ -132,8 +131,8 @@ class Encoder(nn.Module):
         outs = [min(cfg.maxf, cfg.startf * 2 ** (j + 1)) for j in range(cfg.layer_count)]
         side = 2 ** (cfg.layer_count + 1)
         self.blocks = nn.ModuleList(
-            EncodeBlock(j, chans[j], outs[j], cfg.latent_size, side >> j, cfg.impl) for j in range(cfg.layer_count))
-        self.from_rgb = nn.ModuleList(FromRGB(cfg.channels, c, cfg.impl) for c in chans)
+            EncodeBlock(j, chans[j], outs[j], cfg.latent_size, side >> j) for j in range(cfg.layer_count))
+        self.from_rgb = nn.ModuleList(FromRGB(cfg.channels, c) for c in chans)
         styles = [layer.style for block in self.blocks for layer in (block.extract_1, block.extract_2)]
         gains = [torch.full((s.in_features,), s.weight_gain) for s in styles]
         self.register_buffer("style_gains", torch.cat(gains), persistent=False)  # [Σ 2C] over every layer
@@ -180,6 +179,10 @@ class StyleALAE(ALAEBase):
 
     def resolution(self, lod: int) -> int:
         return 4 * 2 ** lod
+
+    def fade_reals(self, x: torch.Tensor, lod: int, blend: float) -> torch.Tensor:
+        """blend·x + (1 − blend)·nearest_up2(avgpool2(x)) during level lod's fade-in, as G's output fades."""
+        return blend_real(x, self._check_blend(blend)) if lod > 0 and blend < 1.0 else x
 
     def _check_blend(self, blend: float) -> float:
         blend = float(blend)

@@ -1,4 +1,5 @@
-"""Drop-in modules of ALAE/StyleALAE built on alae_fast.ops. Each takes impl='auto' and forwards it."""
+"""Modules of ALAE/StyleALAE built on alae_fast.ops. The backend comes from alae_fast.use_impl or the process
+default; a module's optional `impl` overrides it for that module alone."""
 
 from alae_fast.nn.blur import Blur
 from alae_fast.nn.epilogue import ModulatedAdaIN, NoiseInjection, StyleExtract

@@ -12,9 +12,9 @@ from alae_fast.nn.equalized import EqualizedLinear
 class NoiseInjection(nn.Module):
     """y = x + weight[c]·noise[n,0], optionally + bias and leaky ReLU 0.2 (ops.noise_inject)."""
 
-    def __init__(self, channels: int, impl: str = "auto"):
+    def __init__(self, channels: int, impl: str | None = None):
         super().__init__()
-        self.impl = impl
+        self.impl = impl or "auto"  # an optional override of the ambient backend
         self.weight = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x, noise, bias=None, act: bool = False):
@@ -28,9 +28,9 @@ class ModulatedAdaIN(nn.Module):
     and the output is IN(t)·(1 + ys) + yb.
     """
 
-    def __init__(self, channels: int, latent_size: int, impl: str = "auto"):
+    def __init__(self, channels: int, latent_size: int, impl: str | None = None):
         super().__init__()
-        self.impl = impl
+        self.impl = impl or "auto"  # an optional override of the ambient backend
         self.noise_weight = nn.Parameter(torch.zeros(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
         self.style = EqualizedLinear(latent_size, 2 * channels, gain=1.0)
@@ -46,9 +46,9 @@ class StyleExtract(nn.Module):
     Returns (y [N, C, H, W], w [N, ℓ]).
     """
 
-    def __init__(self, channels: int, latent_size: int, impl: str = "auto"):
+    def __init__(self, channels: int, latent_size: int, impl: str | None = None):
         super().__init__()
-        self.impl = impl
+        self.impl = impl or "auto"  # an optional override of the ambient backend
         self.bias = nn.Parameter(torch.zeros(channels))
         self.style = EqualizedLinear(2 * channels, latent_size)
 

@@ -13,9 +13,9 @@ from alae_fast.nn.equalized import EqualizedConv2d
 class ToRGB(nn.Module):
     """Generator output: 1×1 conv with gain 0.03 and a bias, no activation."""
 
-    def __init__(self, in_channels: int, channels: int, impl: str = "auto"):
+    def __init__(self, in_channels: int, channels: int, impl: str | None = None):
         super().__init__()
-        self.impl = impl
+        self.impl = impl or "auto"  # an optional override of the ambient backend
         self.conv = EqualizedConv2d(in_channels, channels, 1, gain=0.03)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -29,9 +29,9 @@ class ToRGB(nn.Module):
 class FromRGB(nn.Module):
     """Encoder input: 1×1 conv + bias, then leaky ReLU 0.2 twice (= slope 0.04, SPEC §3)."""
 
-    def __init__(self, channels: int, out_channels: int, impl: str = "auto"):
+    def __init__(self, channels: int, out_channels: int, impl: str | None = None):
         super().__init__()
-        self.impl = impl
+        self.impl = impl or "auto"  # an optional override of the ambient backend
         self.conv = EqualizedConv2d(channels, out_channels, 1)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:

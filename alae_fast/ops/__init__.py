@@ -1,6 +1,6 @@
 """Fused ops of ALAE/StyleALAE. Each takes impl='auto'|'ref'|'cpu'|'cuda'|'triton'."""
 
-from alae_fast.ops._backend import get_default_impl, set_default_impl
+from alae_fast.ops._backend import get_default_impl, set_default_impl, use_impl
 from alae_fast.ops.constants import LEAKY_SLOPE
 from alae_fast.ops.adain import modulated_adain, modulated_adain_ref
 from alae_fast.ops.blend import (
@@ -32,4 +32,5 @@ __all__ = [
     "set_default_impl",
     "style_extract",
     "style_extract_ref",
+    "use_impl",
 ]

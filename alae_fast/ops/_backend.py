@@ -5,12 +5,15 @@ impl is one of 'auto' | 'ref' | 'cpu' | 'cuda' | 'triton'.
   cpu    : C++ kernels of alae_fast._C on CPU tensors.
   cuda   : CUDA kernels of alae_fast._C on CUDA tensors.
   triton : Triton kernels (CUDA tensors, or CPU tensors under TRITON_INTERPRET=1).
-'auto' takes ALAE_FAST_IMPL when that is set, else the fastest backend available for
-the tensor's device. An explicit impl that cannot run raises and says why.
+'auto' means, in order: the backend of the innermost `use_impl(...)` block (process-wide, read
+when an op is called: under torch.compile, when it is traced); else the process default
+(set_default_impl, initialised from ALAE_FAST_IMPL); else the fastest backend available for the
+tensor's device. An explicit impl that cannot run raises and says why.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import warnings
@@ -61,16 +64,41 @@ def _read_env_impl() -> str:
 _default_impl = _read_env_impl()
 
 
+# The innermost use_impl block's backend. A plain module global, not a ContextVar, so that
+# torch.compile can read it while tracing (and guard on it: another block recompiles).
+_block_impl: str | None = None
+
+
+def _check_impl(impl: str) -> str:
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    return impl
+
+
 def set_default_impl(impl: str) -> None:
     """Set what impl='auto' means process-wide (same as ALAE_FAST_IMPL)."""
     global _default_impl
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    _default_impl = impl
+    _default_impl = _check_impl(impl)
+
+
+@contextlib.contextmanager
+def use_impl(impl: str):
+    """Within the block, ops called with impl='auto' use `impl` ('auto' restores the automatic choice).
+
+        with alae_fast.use_impl("triton"):
+            images = model.generate(ws, lod)
+    """
+    global _block_impl
+    outer, _block_impl = _block_impl, _check_impl(impl)
+    try:
+        yield
+    finally:
+        _block_impl = outer
 
 
 def get_default_impl() -> str:
-    return _default_impl
+    """What impl='auto' means here: the innermost use_impl block's backend, else the process default."""
+    return _default_impl if _block_impl is None or _block_impl == "auto" else _block_impl
 
 
 def unavailable_reason(backend: str, device_type: str) -> str | None:
@@ -101,7 +129,7 @@ def unavailable_reason(backend: str, device_type: str) -> str | None:
 def resolve(impl: str, x: torch.Tensor) -> str:
     """The concrete backend for `impl` and the device of `x`."""
     if impl == "auto":
-        impl = _default_impl
+        impl = get_default_impl()
     if impl == "auto":
         if x.device.type == "cuda":
             for backend in ("cuda", "triton"):

@@ -69,7 +69,7 @@ class RunConfig:
         extra = set(data) - {"name", "output_dir", "model", "train"}
         if extra:
             raise ValueError(f"{where}: unknown top-level keys {sorted(extra)}")
-        model = _build(ModelConfig, data.get("model") or {}, f"{where}: model")
+        model = ModelConfig.from_dict(data.get("model") or {}, f"{where}: model")
         train = _build(TrainConfig, data.get("train") or {}, f"{where}: train")
         return cls(model=model, train=train, name=data.get("name", "custom"), output_dir=data.get("output_dir"))
 

@@ -24,7 +24,6 @@ import torch
 from alae_fast.data import make_stream
 from alae_fast.io.checkpoint import load_checkpoint, load_latest
 from alae_fast.models import build_model
-from alae_fast.ops import blend_real
 from alae_fast.train import checkpoint as ckpt
 from alae_fast.train import distributed as dist
 from alae_fast.train.config import RunConfig
@@ -183,9 +182,7 @@ class Trainer:
         res = self.model.resolution(phase.lod)
         if x.shape[-1] != res:  # e.g. 32x32 digits for the 28x28 MLP
             x = resize(x, res)
-        if phase.blend < 1.0:
-            x = blend_real(x, phase.blend, impl=self.cfg.model.impl)
-        return x
+        return self.model.fade_reals(x, phase.lod, phase.blend)
 
     def step(self) -> dict:
         """One iteration at the current phase; returns detached per-step losses and `skipped`.
@@ -249,7 +246,7 @@ class Trainer:
         ours = self.cfg.to_dict()["model"]
         theirs = (state.get("config") or {}).get("model") or {}
         diff = [f"model.{k}={theirs.get(k)!r} there, {ours[k]!r} here" for k in ours
-                if k != "impl" and theirs.get(k) != ours[k]]
+                if theirs.get(k) != ours[k]]
         if diff:
             raise ValueError(f"{where} was trained with another model config ({'; '.join(diff)}); resume it with "
                              f"its own config ({(state.get('config') or {}).get('name')!r}) or start a new run")
