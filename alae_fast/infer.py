@@ -15,14 +15,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from alae_fast.data.sources import center_crop_resize
-from alae_fast.models import ModelConfig, build_model
-from alae_fast.io.checkpoint import load_latest
 from alae_fast.data.resize import resize
-from alae_fast.train.grids import save_grid, to_uint8
+from alae_fast.data.sources import center_crop_resize
+from alae_fast.io.checkpoint import load_latest
+from alae_fast.io.images import save_gif, save_grid
+from alae_fast.models import ModelConfig, build_model
 
 __all__ = ["Trained", "edit", "generate", "interpolate", "load_images", "load_model", "load_trained",
-           "reconstruct", "save_gif", "save_grid", "seeds_to_ws", "seeds_to_z", "style_mix"]
+           "reconstruct", "save_gif", "save_grid", "seeds_to_ws", "seeds_to_z", "style_mix", "style_mix_ws"]
 
 
 @dataclass
@@ -108,13 +108,19 @@ def seeds_to_ws(model, seeds, psi: float | None = None, lod: int | None = None) 
     return ws if psi is None or psi == 1.0 else model.truncate(ws, psi)
 
 
+def _clamped(images: torch.Tensor) -> torch.Tensor:
+    """G's raw output overshoots [-1, 1] a little (about ±1.9); every image this module returns is clamped."""
+    return images.clamp_(-1.0, 1.0)
+
+
 @torch.no_grad()
 def generate(model, seeds, psi: float | None = None, lod: int | None = None, blend: float = 1.0,
              noise: str = "fixed", batch: int = 16) -> torch.Tensor:
     """G(F(z_seed)) for each seed, truncated with psi (None or 1: off). [N, C, R, R]."""
     lod = _lod(model, lod)
     ws = seeds_to_ws(model, seeds, psi, lod)
-    return torch.cat([model.generate(ws[i:i + batch], lod, blend, noise=noise) for i in range(0, len(ws), batch)])
+    return _clamped(torch.cat([model.generate(ws[i:i + batch], lod, blend, noise=noise)
+                               for i in range(0, len(ws), batch)]))
 
 
 def _as_images(model, images: torch.Tensor, lod: int) -> torch.Tensor:
@@ -139,7 +145,30 @@ def reconstruct(model, images: torch.Tensor, lod: int | None = None, blend: floa
     x = _as_images(model, images, lod)
     rec = torch.cat([model.generate(model.encode(x[i:i + batch], lod, blend), lod, blend, noise=noise)
                      for i in range(0, len(x), batch)])
-    return torch.stack([x, rec], 1)
+    return _clamped(torch.stack([x, rec], 1))
+
+
+def default_mix_layers(model, lod: int) -> tuple[int, int]:
+    """The coarse half of the style layers active at `lod`: what a mixing grid swaps by default."""
+    return 0, max(1, min(model.num_ws, 2 * (lod + 1)) // 2)
+
+
+@torch.no_grad()
+def style_mix_ws(model, row_ws: torch.Tensor, col_ws: torch.Tensor, layer_range: tuple[int, int], lod: int,
+                 blend: float = 1.0, noise: str = "fixed") -> torch.Tensor:
+    """The mixing grid of style_mix for given styles row_ws [R, num_ws, ℓ] and col_ws [K, num_ws, ℓ]."""
+    start, stop = layer_range
+    if not 0 <= start < stop <= model.num_ws:
+        raise ValueError(f"style_mix: argument 'layer_range' must satisfy 0 <= start < stop <= {model.num_ws}, "
+                         f"got {layer_range}")
+    col_img = model.generate(col_ws, lod, blend, noise=noise)
+    cells = [torch.full_like(col_img[:1], -1.0), col_img]
+    for r in range(len(row_ws)):
+        mixed = row_ws[r:r + 1].repeat(len(col_ws), 1, 1)
+        mixed[:, start:stop] = col_ws[:, start:stop]
+        cells += [model.generate(row_ws[r:r + 1], lod, blend, noise=noise),
+                  model.generate(mixed, lod, blend, noise=noise)]
+    return _clamped(torch.cat(cells))
 
 
 @torch.no_grad()
@@ -150,18 +179,7 @@ def style_mix(model, row_seeds, col_seeds, layer_range=None, psi: float | None =
     layers in layer_range = (start, stop) taken from column c (default: the coarse half)."""
     lod = _lod(model, lod)
     rows, cols = seeds_to_ws(model, row_seeds, psi, lod), seeds_to_ws(model, col_seeds, psi, lod)
-    start, stop = layer_range if layer_range is not None else (0, max(1, min(model.num_ws, 2 * (lod + 1)) // 2))
-    if not 0 <= start < stop <= model.num_ws:
-        raise ValueError(f"style_mix: argument 'layer_range' must satisfy 0 <= start < stop <= {model.num_ws}, "
-                         f"got {layer_range}")
-    col_img = model.generate(cols, lod, blend, noise=noise)
-    cells = [torch.full_like(col_img[:1], -1.0), col_img]
-    for r in range(len(rows)):
-        mixed = rows[r:r + 1].repeat(len(cols), 1, 1)
-        mixed[:, start:stop] = cols[:, start:stop]
-        cells += [model.generate(rows[r:r + 1], lod, blend, noise=noise),
-                  model.generate(mixed, lod, blend, noise=noise)]
-    return torch.cat(cells)
+    return style_mix_ws(model, rows, cols, layer_range or default_mix_layers(model, lod), lod, blend, noise)
 
 
 @torch.no_grad()
@@ -173,7 +191,7 @@ def interpolate(model, seed_a: int, seed_b: int, steps: int, psi: float | None =
     lod = _lod(model, lod)
     ws = seeds_to_ws(model, [seed_a, seed_b], psi, lod)
     t = torch.linspace(0, 1, steps, device=ws.device)[:, None, None]
-    return model.generate(torch.lerp(ws[:1], ws[1:], t), lod, blend, noise=noise)
+    return _clamped(model.generate(torch.lerp(ws[:1], ws[1:], t), lod, blend, noise=noise))
 
 
 @torch.no_grad()
@@ -193,22 +211,4 @@ def edit(model, w: torch.Tensor, direction: torch.Tensor, strengths, layers=None
     mask = torch.zeros(model.num_ws, 1, device=w.device)
     mask[start:stop] = 1
     s = torch.as_tensor(list(strengths), dtype=w.dtype, device=w.device)[:, None, None]
-    return model.generate(w + s * mask * direction, lod, blend, noise=noise)
-
-
-def save_gif(frames: torch.Tensor, path, fps: float = 15, loop: int = 0, min_side: int = 64) -> Path:
-    """An animated GIF of [T, C, H, W] frames in [-1, 1]; small frames are enlarged (nearest)."""
-    if frames.dim() != 4 or len(frames) == 0:
-        raise ValueError(f"save_gif({path}): frames must be [T, C, H, W] with T >= 1, got {list(frames.shape)}")
-    arr = to_uint8(frames)
-    factor = max(1, -(-min_side // arr.shape[1]))
-    images = []
-    for a in arr:
-        img = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a[..., :3])
-        if factor > 1:
-            img = img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
-        images.append(img)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=loop)
-    return path
+    return _clamped(model.generate(w + s * mask * direction, lod, blend, noise=noise))

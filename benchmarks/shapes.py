@@ -1,4 +1,4 @@
-"""Real StyleALAE layer shapes, computed from the official configs (SPEC §1, §6).
+"""Real StyleALAE layer shapes, computed from the official configs.
 
 Convention: the batch of a lod is the per-GPU batch of the official 8-GPU schedule,
 i.e. LOD_2_BATCH_8GPU[lod] / 8. At lod k the largest layer is generator block k
@@ -9,27 +9,47 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from alae_fast.models import ModelConfig
+from alae_fast.models.style_alae import block_channels
+from alae_fast.train.config import load_config
+
 GPUS_OF_SCHEDULE = 8
-RGB = 3
+
+# Official DATASET.SIZE (images per epoch) of each config; the run configs do not carry it.
+TRAIN_IMAGES = {"ffhq": 60_000, "celeba-hq256": 29_000, "mnist": 60_000}
 
 
 @dataclass(frozen=True)
 class Config:
+    """A built-in run config, seen as the layer shapes and the schedule it implies."""
+
     name: str
-    layer_count: int
-    startf: int
-    maxf: int
-    latent: int
-    mapping_layers: int
-    channels: int
+    model: ModelConfig
     epochs_per_lod: int
     epochs: int
     batch_8gpu: tuple[int, ...]
-    train_images: int  # official DATASET.SIZE: images per epoch
+    train_images: int
+
+    @classmethod
+    def load(cls, name: str) -> "Config":
+        run = load_config(name)
+        return cls(name, run.model, run.train.epochs_per_lod, run.train.epochs,
+                   tuple(run.train.batch_per_lod), TRAIN_IMAGES[name])
+
+    @property
+    def layer_count(self) -> int:
+        return self.model.layer_count
+
+    @property
+    def latent(self) -> int:
+        return self.model.latent_size
+
+    @property
+    def channels(self) -> int:
+        return self.model.channels
 
     def gen_channels(self, block: int) -> int:
-        """C_i = min(maxf, startf·2^(L−1−i)) (SPEC §1)."""
-        return min(self.maxf, self.startf * 2 ** (self.layer_count - 1 - block))
+        return block_channels(self.model, block)
 
     def resolution(self, lod: int) -> int:
         return 4 * 2**lod
@@ -44,14 +64,7 @@ class Config:
         return self.epochs - self.epochs_per_lod * last if lod == last else self.epochs_per_lod
 
 
-CONFIGS = {
-    c.name: c
-    for c in (
-        Config("ffhq", 9, 16, 512, 512, 8, 3, 16, 300, (512, 256, 128, 64, 32, 32, 32, 32, 32), 60_000),
-        Config("celeba-hq256", 7, 64, 512, 512, 8, 3, 30, 280, (512, 256, 128, 64, 32, 32, 32), 29_000),
-        Config("mnist", 4, 64, 256, 32, 4, 1, 10, 60, (128, 128, 128, 64), 60_000),
-    )
-}
+CONFIGS = {name: Config.load(name) for name in TRAIN_IMAGES}
 
 
 @dataclass(frozen=True)
@@ -99,7 +112,7 @@ def same_network(a: str, b: str, lod: int) -> bool:
     """True when configs a and b train identical networks and batches at `lod`."""
     ca, cb = CONFIGS[a], CONFIGS[b]
     return (
-        (ca.latent, ca.mapping_layers, ca.channels) == (cb.latent, cb.mapping_layers, cb.channels)
+        (ca.latent, ca.model.mapping_layers, ca.channels) == (cb.latent, cb.model.mapping_layers, cb.channels)
         and ca.batch(lod) == cb.batch(lod)
         and all(ca.gen_channels(i) == cb.gen_channels(i) for i in range(lod + 1))
     )

@@ -46,9 +46,7 @@ VARIANTS = [Variant("fp32-eager", "ref", "fp32"), Variant("bf16-eager", "ref", "
 
 
 def build(cfg: shapes.Config, variant: Variant, device: torch.device):
-    model_cfg = ModelConfig(kind="style", layer_count=cfg.layer_count, startf=cfg.startf, maxf=cfg.maxf,
-                            latent_size=cfg.latent, mapping_layers=cfg.mapping_layers, channels=cfg.channels)
-    return build_model(model_cfg).to(device)
+    return build_model(cfg.model).to(device)
 
 
 def training_step(model, variant: Variant, lod: int, device: torch.device) -> ALAEStep:
@@ -142,7 +140,8 @@ def test_inference(benchmark, variant, infer_lod, what, device):
             peak_mem_bytes=peak.peak)
 
 
-SMOKE_CFG = shapes.Config("smoke", 3, 8, 16, 16, 2, 3, 1, 3, (32, 32, 32), 0)
+SMOKE_CFG = shapes.Config("smoke", ModelConfig(kind="style", layer_count=3, startf=8, maxf=16, latent_size=16,
+                                                mapping_layers=2, channels=3), 1, 3, (32, 32, 32), 0)
 
 
 @pytest.mark.smoke

@@ -12,7 +12,7 @@ from alae_fast import infer
 from alae_fast.cli import main
 from alae_fast.models import ModelConfig, build_model
 from alae_fast.io.checkpoint import save_file
-from alae_fast.train.grids import to_uint8
+from alae_fast.io.images import to_uint8
 
 CFG = ModelConfig("style", layer_count=3, startf=4, maxf=8, latent_size=8, mapping_layers=2, channels=3)
 

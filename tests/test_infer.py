@@ -35,7 +35,25 @@ def test_reconstruct_pairs(model):
     x = images.float().div(127.5).sub(1)
     torch.testing.assert_close(pairs[:, 0], torch.nn.functional.avg_pool2d(x, 2))
     with torch.no_grad():
-        torch.testing.assert_close(pairs[:, 1], model.generate(model.encode(pairs[:, 0], 2), 2, noise="fixed"))
+        torch.testing.assert_close(pairs[:, 1], model(pairs[:, 0], noise="fixed").clamp(-1, 1))
+
+
+def test_every_image_returned_is_clamped():
+    torch.manual_seed(0)
+    loud = build_model(CFG).eval()
+    with torch.no_grad():
+        for p in loud.generator.to_rgb.parameters():
+            p.mul_(20.0)  # raw outputs far outside [-1, 1]
+        raw = loud.generate(loud.styles(infer.seeds_to_z([1, 2], 8), 2, 0.0), 2, noise="fixed")
+    assert raw.abs().max() > 1.5
+    images = torch.randint(0, 256, (2, 1, 16, 16), dtype=torch.uint8)
+    w = loud.encode(images.float() / 127.5 - 1, 2).detach()[0]
+    outputs = {"generate": infer.generate(loud, [1, 2]), "reconstruct": infer.reconstruct(loud, images),
+               "style_mix": infer.style_mix(loud, [1], [2]), "interpolate": infer.interpolate(loud, 1, 2, 3),
+               "edit": infer.edit(loud, w, torch.ones(8), [0.0, 1.0])}
+    for name, out in outputs.items():
+        assert out.min() >= -1 and out.max() <= 1, name
+        assert (out.abs() == 1).any(), name  # it was clamped, not rescaled
 
 
 def test_style_mix_grid(model):

@@ -70,6 +70,17 @@ def test_shapes_every_lod_and_blend(channels):
     assert model.generate(model.map(z), 1, 0.5).shape == (2, channels, 8, 8)  # [N, ℓ] broadcast
 
 
+def test_forward_is_the_reconstruction():
+    model = _tiny(3)
+    x = torch.randn(2, 3, 8, 8)
+    torch.manual_seed(1)
+    expected = model.generate(model.encode(x, 1, 0.5), 1, 0.5)
+    torch.manual_seed(1)
+    torch.testing.assert_close(model(x, 1, 0.5), expected)
+    top = model.resolution(model.max_lod)
+    assert model(torch.randn(2, 3, top, top), noise="fixed").shape == (2, 3, top, top)
+
+
 def test_generator_blend_endpoints():
     """blend 0 shows the previous level upsampled; blend 1 the new level alone."""
     model = _randomize(_tiny(3))

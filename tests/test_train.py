@@ -9,6 +9,7 @@ from alae_fast.ops import use_impl
 from alae_fast.train import NonFiniteTraining, Schedule, Trainer, train
 from alae_fast.io.checkpoint import list_checkpoints, load_checkpoint
 from alae_fast.train.logging import read_csv
+from alae_fast.train.loop import LoopTrainer
 from alae_fast.train.losses import r1_penalty
 from _train_utils import deterministic_mode, one_thread, tiny_config, tiny_images  # noqa: F401
 
@@ -210,6 +211,7 @@ def test_bf16_training_lowers_ae_loss():
 
 def test_train_loop_writes_outputs(tmp_path):
     tr = make_trainer(tmp_path=tmp_path)
+    assert isinstance(tr, LoopTrainer)  # every member the loop uses is there
     summary = train(tr, progress=False, tensorboard=False)
     assert summary["kimg"] == pytest.approx(0.064)
     for name in ("samples.png", "reconstructions.png", "mixing.png", "losses.png", "losses.csv", "summary.json"):

@@ -1,6 +1,6 @@
 """Random-access datasets on disk: an image folder or a TFRecord directory.
 
-Both map a sample index to uint8 data (encoded file bytes, or raw CHW pixels); the loaders (folder.py, dali.py) do the rest.
+Both map a sample index to uint8 data (encoded file bytes, or raw CHW pixels); the loaders (streams/torch_stream.py, streams/dali_stream.py) do the rest.
 Bad files are screened when the source is opened and written to a report.
 """
 

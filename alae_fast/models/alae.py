@@ -29,6 +29,16 @@ class ALAEBase(nn.Module):
             raise ValueError(f"map: argument 'z' must have shape [N, {self.latent_size}], got {list(z.shape)}")
         return self.mapping_f(z)
 
+    def forward(self, x: torch.Tensor, lod: int | None = None, blend: float = 1.0,
+                noise: str = "random") -> torch.Tensor:
+        """The autoencoder: G(E(x)) for images x [N, channels, R, R] at `lod` (default: the top level).
+
+        Training uses encode/generate/discriminate separately (the three steps differ in what
+        they differentiate); this is the reconstruction, raw (not clamped to [-1, 1]).
+        """
+        lod = self.max_lod if lod is None else lod
+        return self.generate(self.encode(x, lod, blend), lod, blend, noise=noise)
+
     def _check_lod(self, lod: int) -> None:
         if not 0 <= lod <= self.max_lod:
             raise ValueError(f"argument 'lod' must be in [0, {self.max_lod}], got {lod}")

@@ -1,4 +1,4 @@
-"""The two latent MLPs: F maps z to w, D maps w to a real/fake logit (SPEC §3)."""
+"""The two latent MLPs: F maps z to w, D maps w to a real/fake logit."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""StyleALAE (SPEC §1, §3, §4): generator G, encoder E and the model with progressive growing.
+"""StyleALAE: generator G, encoder E and the model with progressive growing.
 
-Block indices follow the official layout (SPEC §8): generator block i works at 4·2^i pixels;
+Block indices follow the official layout: generator block i works at 4·2^i pixels;
 encoder block j mirrors generator block L−1−j, so encoder block 0 sees the full resolution.
 """
 

@@ -22,7 +22,7 @@ class NoiseInjection(nn.Module):
 
 
 class ModulatedAdaIN(nn.Module):
-    """Generator epilogue (SPEC §7.1): noise, bias, lrelu, instance norm, style modulation by w.
+    """Generator epilogue: noise, bias, lrelu, instance norm, style modulation by w.
 
     noise_weight [C] and bias [C] start at 0; style = EqualizedLinear(ℓ → 2C, gain 1) gives (ys | yb)
     and the output is IN(t)·(1 + ys) + yb.
@@ -40,7 +40,7 @@ class ModulatedAdaIN(nn.Module):
 
 
 class StyleExtract(nn.Module):
-    """Encoder epilogue (SPEC §7.2): bias, lrelu, instance norm; the [N, 2C] (mean | std) statistics
+    """Encoder epilogue: bias, lrelu, instance norm; the [N, 2C] (mean | std) statistics
     are mapped to a latent by style = EqualizedLinear(2C → ℓ) (default gain √2, as in the official code).
 
     Returns (y [N, C, H, W], w [N, ℓ]).

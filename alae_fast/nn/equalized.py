@@ -1,4 +1,4 @@
-"""Equalized-learning-rate layers (SPEC §2): weights stored as N(0,1)/lrmul, scaled at runtime.
+"""Equalized-learning-rate layers: weights stored as N(0,1)/lrmul, scaled at runtime.
 
 The runtime scale is c = gain / sqrt(fan_in) · lrmul with fan_in = k²·C_in; biases start at 0
 and are multiplied by lrmul.

@@ -1,4 +1,4 @@
-"""1×1 conversions between features and RGB, with the fused progressive-growing blends (SPEC §4)."""
+"""1×1 conversions between features and RGB, with the fused progressive-growing blends."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class ToRGB(nn.Module):
 
 
 class FromRGB(nn.Module):
-    """Encoder input: 1×1 conv + bias, then leaky ReLU 0.2 twice (= slope 0.04, SPEC §3)."""
+    """Encoder input: 1×1 conv + bias, then leaky ReLU 0.2 twice (= slope 0.04)."""
 
     def __init__(self, channels: int, out_channels: int, impl: str | None = None):
         super().__init__()

@@ -1,4 +1,4 @@
-"""Exponential moving average of a model (SPEC §5): beta = 0.5^(batch / half_life_images)."""
+"""Exponential moving average of a model: beta = 0.5^(batch / half_life_images)."""
 
 from __future__ import annotations
 

@@ -12,15 +12,53 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 from tqdm.auto import tqdm
 
-from alae_fast.train import checkpoint as ckpt
 from alae_fast.data.resize import resize
-from alae_fast.train.grids import mixing_grid, save_grid
+from alae_fast.infer import default_mix_layers, style_mix_ws
+from alae_fast.io.images import save_grid
+from alae_fast.train import checkpoint as ckpt
 from alae_fast.train.logging import GrowthWatch, LossLog, TextLog, format_row
-from alae_fast.train.trainer import STOP_CHECK_EVERY
+
+if TYPE_CHECKING:
+    from alae_fast.models.alae import ALAEBase
+    from alae_fast.train.config import TrainConfig
+    from alae_fast.train.schedule import Phase
+    from alae_fast.train.trainer import Interval
+
+
+STOP_CHECK_EVERY = 10  # steps between agreeing on a stop (time limit, signal) across ranks (a collective)
+
+
+@runtime_checkable
+class LoopTrainer(Protocol):
+    """What the loop needs of a trainer (alae_fast.train.Trainer is one)."""
+
+    tc: TrainConfig  # grid_size, log/grid/snapshot periods, dataset, FID options
+    device: torch.device
+    out_dir: Path | None
+    is_main: bool
+    world_size: int
+    ema: ALAEBase  # the EMA model that renders the grids
+    fixed_z: torch.Tensor  # [2·grid², latent] grid latents
+    fixed_real: torch.Tensor  # [2·grid, C, H, W] grid reals in [-1, 1]
+    images: int  # images seen so far
+    total_images: int
+    steps: int
+    done: bool
+    interval: Interval  # loss means since the last log line
+    bad_in_a_row: int  # iterations in a row whose update the guard skipped
+    skipped_total: int
+    checkpoint_dir: Path
+
+    def phase(self) -> Phase: ...
+    def step(self) -> dict: ...
+    def time_now(self) -> float: ...
+    def agree_any(self, flag: bool) -> bool: ...
+    def save_checkpoint(self, directory: Path | None = None) -> Path | None: ...
 
 
 def _crossed(before: int, after: int, period_kimg: float) -> bool:
@@ -29,7 +67,7 @@ def _crossed(before: int, after: int, period_kimg: float) -> bool:
 
 
 @torch.no_grad()
-def render_grids(trainer) -> dict:
+def render_grids(trainer: LoopTrainer) -> dict:
     """Generations from fixed z, reconstructions of fixed reals and a style-mixing grid
     with the EMA model at the current lod/blend, as {name: (images, nrow)}."""
     ema, phase, n = trainer.ema, trainer.phase(), trainer.tc.grid_size
@@ -44,7 +82,10 @@ def render_grids(trainer) -> dict:
         grids = {"samples": (fakes, n), "reconstructions": (pairs.flatten(0, 2), n)}
         if ema.num_ws > 1:
             k = min(n, 6)
-            mix = mixing_grid(ema, trainer.fixed_z[n * n: n * n + k], z[:k], lod, blend)
+            # Rows: coarse styles of z[:k]; columns: the fine styles of k other fixed latents.
+            rows = ema.styles(z[:k], lod, mixing_prob=0.0)
+            cols = ema.styles(trainer.fixed_z[n * n: n * n + k], lod, mixing_prob=0.0)
+            mix = style_mix_ws(ema, rows, cols, (default_mix_layers(ema, lod)[1], ema.num_ws), lod, blend)
             grids["mixing"] = (mix, k + 1)
     return grids
 
@@ -90,7 +131,7 @@ class SnapshotMetric:
         return fid
 
 
-def save_grids(trainer, directory, suffix: str = "") -> dict:
+def save_grids(trainer: LoopTrainer, directory, suffix: str = "") -> dict:
     return {name: save_grid(images, Path(directory) / f"{name}{suffix}.png", nrow)
             for name, (images, nrow) in render_grids(trainer).items()}
 
@@ -129,7 +170,7 @@ def _memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
-def train(trainer, *, max_steps: int | None = None, progress: bool = True, tensorboard: bool = True,
+def train(trainer: LoopTrainer, *, max_steps: int | None = None, progress: bool = True, tensorboard: bool = True,
           resumed: bool = False, checkpoint_at_end: bool = True, max_seconds: float | None = None,
           text: TextLog | None = None) -> dict:
     """Train until the schedule ends, after `max_steps` more iterations or `max_seconds` of wall time,

@@ -1,4 +1,4 @@
-"""ALAE losses (SPEC §5). Logits are [N]; losses are means over the batch."""
+"""ALAE losses. Logits are [N]; losses are means over the batch."""
 
 from __future__ import annotations
 

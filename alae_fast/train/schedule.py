@@ -1,4 +1,4 @@
-"""Progressive-growing schedule counted in images seen (SPEC §4).
+"""Progressive-growing schedule counted in images seen.
 
 lod = min(L-1, images // images_per_lod). The first half of every level after lod 0 is
 a transition with blend = sin(pi*t - pi/2)/2 + 1/2, t going 0 -> 1; blend is 1 otherwise.

@@ -33,7 +33,6 @@ from alae_fast.train.schedule import Phase, Schedule
 from alae_fast.train.step import PRECISIONS, ALAEStep, StepOptions
 
 CHECKPOINT_FORMAT = "alae_fast-train-2"
-STOP_CHECK_EVERY = 10  # steps between agreeing on a stop (time limit, signal) across ranks (a collective)
 
 
 class NonFiniteTraining(RuntimeError):

@@ -1,7 +1,7 @@
 """The ImageStream interface and its in-memory implementation, TensorStream.
 
 Every loader yields float32 NCHW batches in [-1, 1] (uint8 / 127.5 - 1) at the current
-resolution. Lower resolutions come from repeated 2x2 box filtering (SPEC §4). Epoch order
+resolution. Lower resolutions come from repeated 2x2 box filtering. Epoch order
 is a permutation drawn from a generator seeded with seed + epoch: the same on every rank,
 then sharded rank::world_size, so each sample is seen exactly once per epoch across ranks.
 """

@@ -8,8 +8,7 @@ reads bytes (cheap); decoding, resizing and flips run in DALI's threads or on th
 Resizing: encoded images are decoded, shorter side resized to the source's full
 resolution R (linear + antialias), center-cropped to R x R, and delivered as uint8 NCHW.
 Every lower resolution is then made by exact 2x2 box halvings on the output device
-(filestream.SourceStream._finish), i.e. SPEC §4's filter, identical to TensorStream and the
-prepared levels. fn.resize straight to 4x4..R/2 would apply a wider triangle filter instead.
+(source_stream.SourceStream._finish): the same filter as TensorStream and the prepared levels. fn.resize straight to 4x4..R/2 would apply a wider triangle filter instead.
 A lod change only changes that torch step, so the pipeline is rebuilt only for prepared
 records (a different stored level) or a new batch size.
 

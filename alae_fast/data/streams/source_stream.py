@@ -3,7 +3,7 @@
 The order is stream.epoch_order, identical to TensorStream, so every loader shards and
 resumes the same way. Loaders produce uint8 batches at the source's level resolution;
 the last 2x2 box halvings to the requested resolution and the [-1, 1] scaling run here,
-on the output device (exactly SPEC §4, whichever loader read the data).
+on the output device (exactly the same, whichever loader read the data).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""PNG image grids of [N, C, H, W] tensors in [-1, 1]."""
+"""Image files of [N, C, H, W] tensors in [-1, 1]: PNG grids and animated GIFs (Pillow)."""
 
 from __future__ import annotations
 
@@ -38,22 +38,19 @@ def save_grid(images: torch.Tensor, path, nrow: int, min_side: int = 64, pad: in
     return path
 
 
-@torch.no_grad()
-def mixing_grid(model, src_z: torch.Tensor, dst_z: torch.Tensor, lod: int, blend: float,
-                cutoff: int | None = None, noise: str = "fixed") -> torch.Tensor:
-    """StyleGAN-style mixing grid: first row = source images, first column = destination
-    images, cell (i, j) = destination i's coarse styles with source j's styles from layer
-    `cutoff` on (default: half the active layers). Returns (len(dst)+1) * (len(src)+1)
-    images row-major (nrow = len(src) + 1) with a blank top-left cell."""
-    ws_src = model.styles(src_z, lod, mixing_prob=0.0)
-    ws_dst = model.styles(dst_z, lod, mixing_prob=0.0)
-    if cutoff is None:
-        cutoff = max(1, min(ws_src.shape[1], 2 * (lod + 1)) // 2)
-    src = model.generate(ws_src, lod, blend, noise=noise)
-    dst = model.generate(ws_dst, lod, blend, noise=noise)
-    cells = [torch.full_like(src[:1], -1.0), src]
-    for i in range(len(dst_z)):
-        mixed = ws_dst[i:i + 1].expand_as(ws_src).clone()
-        mixed[:, cutoff:] = ws_src[:, cutoff:]
-        cells += [dst[i:i + 1], model.generate(mixed, lod, blend, noise=noise)]
-    return torch.cat(cells)
+def save_gif(frames: torch.Tensor, path, fps: float = 15, loop: int = 0, min_side: int = 64) -> Path:
+    """An animated GIF of [T, C, H, W] frames in [-1, 1]; small frames are enlarged (nearest)."""
+    if frames.dim() != 4 or len(frames) == 0:
+        raise ValueError(f"save_gif({path}): frames must be [T, C, H, W] with T >= 1, got {list(frames.shape)}")
+    arr = to_uint8(frames)
+    factor = max(1, -(-min_side // arr.shape[1]))
+    images = []
+    for a in arr:
+        img = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a[..., :3])
+        if factor > 1:
+            img = img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
+        images.append(img)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=loop)
+    return path
