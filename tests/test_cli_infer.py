@@ -61,6 +61,10 @@ def test_generate_grid_and_per_seed_files(ckpts, tmp_path):
         assert img.size == (16, 16)
         expected = to_uint8(infer.generate(infer.load_model(converted), [5], psi=1.0))[0]
         np.testing.assert_array_equal(np.asarray(img), expected)
+    run_ok("generate", converted, "--seeds", "5", "--trunc", "0.5", "--out-dir", tmp_path / "trunc")
+    with Image.open(tmp_path / "trunc" / "seed0005.png") as img:  # --trunc is stylegan2-ada's name for --psi
+        expected = to_uint8(infer.generate(infer.load_model(converted), [5], psi=0.5))[0]
+        np.testing.assert_array_equal(np.asarray(img), expected)
 
 
 def test_reconstruct_image_folder_and_dataset(ckpts, tmp_path):

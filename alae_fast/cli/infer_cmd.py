@@ -35,7 +35,8 @@ def _common(out: str, nrow: bool = False, psi: bool = True) -> argparse.Argument
     p.add_argument("checkpoint", help="checkpoint file, run/checkpoint directory, or converted official checkpoint")
     p.add_argument("--out", default=out, help=f"output PNG (default {out})")
     if psi:
-        p.add_argument("--psi", type=float, default=None, help="truncation psi; 1 = none (default: the model's)")
+        p.add_argument("--trunc", "--psi", dest="psi", type=float, default=None,
+                       help="truncation psi; 1 = none (default: the model's)")
     p.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA (default) or raw weights")
     if nrow:
         p.add_argument("--nrow", type=positive_int, default=None, help="grid columns (default: about square)")
