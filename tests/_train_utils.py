@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 
 from alae_fast.models import ModelConfig
 from alae_fast.train import RunConfig, TrainConfig
@@ -27,6 +28,16 @@ def tiny_config(kind: str = "style", **train) -> RunConfig:
                   lr_per_lod=[0.002], log_kimg=0.008, grid_kimg=0.032, snapshot_kimg=0.032, grid_size=2)
     values.update(train)
     return RunConfig(model=model, train=TrainConfig(**values), name=f"tiny-{kind}")
+
+
+def mlp_config_file(path, **train):
+    """A YAML run config of a tiny MLP ALAE on builtin:digits at `path`; train keys override."""
+    values = {"dataset": "builtin:digits", "kimg_per_lod": 1, "total_kimg": 0.032, "batch_per_lod": [8],
+              "log_kimg": 0.008, "grid_kimg": 1, "snapshot_kimg": 1, **train}
+    path.write_text(yaml.safe_dump({
+        "model": {"kind": "mlp", "latent_size": 8, "mapping_layers": 2, "image_size": 8, "hidden": 16},
+        "train": values}))
+    return path
 
 
 @pytest.fixture

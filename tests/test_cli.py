@@ -5,7 +5,7 @@ import yaml
 
 from alae_fast.cli import main
 from alae_fast.train import available_configs, load_config
-from _train_utils import one_thread  # noqa: F401
+from _train_utils import mlp_config_file, one_thread  # noqa: F401
 
 
 def test_builtin_configs_load_with_official_numbers():
@@ -45,19 +45,10 @@ def test_demo_short_run_then_inference(tmp_path, capsys):
         assert png.is_file()
 
 
-def _mlp_config(tmp_path):
-    cfg = tmp_path / "t.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "model": {"kind": "mlp", "latent_size": 8, "mapping_layers": 2, "image_size": 8, "hidden": 16},
-        "train": {"dataset": "builtin:digits", "kimg_per_lod": 1, "total_kimg": 0.032, "batch_per_lod": [8],
-                  "log_kimg": 0.008, "grid_kimg": 1, "snapshot_kimg": 1}}))
-    return cfg
-
-
 @pytest.mark.usefixtures("one_thread")
 def test_train_command_and_resume(tmp_path, capsys):
-    args = ["train", "--config", str(_mlp_config(tmp_path)), "--out", str(tmp_path / "run"), "--no-progress",
-            "--device", "cpu"]
+    cfg = mlp_config_file(tmp_path / "t.yaml")
+    args = ["train", "--config", str(cfg), "--out", str(tmp_path / "run"), "--no-progress", "--device", "cpu"]
     assert main(args) == 0
     run = tmp_path / "run"
     for name in ("losses.csv", "log.txt", "summary.json", "training_options.json"):
@@ -78,7 +69,7 @@ def test_train_command_and_resume(tmp_path, capsys):
 
 @pytest.mark.usefixtures("one_thread")
 def test_numbered_run_directories_and_resume_of_the_newest(tmp_path, capsys):
-    cfg = _mlp_config(tmp_path)
+    cfg = mlp_config_file(tmp_path / "t.yaml")
     base = ["train", "--config", str(cfg), "--outdir", str(tmp_path / "runs"), "--no-progress", "--device", "cpu"]
     assert main(base) == 0 and main(base) == 0
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
@@ -90,7 +81,7 @@ def test_numbered_run_directories_and_resume_of_the_newest(tmp_path, capsys):
 
 
 def test_train_errors_are_one_line_with_the_fix(tmp_path, capsys):
-    cfg = _mlp_config(tmp_path)
+    cfg = mlp_config_file(tmp_path / "t.yaml")
     assert main(["train", "--config", str(cfg), "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "--data" in err and "prepare" in err and len(err.strip().splitlines()) == 1
@@ -100,7 +91,7 @@ def test_train_errors_are_one_line_with_the_fix(tmp_path, capsys):
 
 
 def test_dry_run_shows_the_resolved_config_and_writes_nothing(tmp_path, capsys):
-    cfg = _mlp_config(tmp_path)
+    cfg = mlp_config_file(tmp_path / "t.yaml")
     argv = ["train", "--config", str(cfg), "--outdir", str(tmp_path / "runs"), "--dry-run", "--batch", "4",
             "--snap", "0.5", "--gamma", "5", "--mirror", "1", "--set", "train.r1_interval=4",
             "--set", "model.latent_size=12"]
@@ -120,7 +111,7 @@ def test_dry_run_shows_the_resolved_config_and_writes_nothing(tmp_path, capsys):
     ("model.kind=gan", "argument 'kind' must be one of"),
 ])
 def test_bad_set_is_one_line(tmp_path, capsys, setting, message):
-    argv = ["train", "--config", str(_mlp_config(tmp_path)), "--dry-run", "--set", setting]
+    argv = ["train", "--config", str(mlp_config_file(tmp_path / "t.yaml")), "--dry-run", "--set", setting]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
@@ -132,7 +123,7 @@ def test_gpus_launches_one_process_per_rank(tmp_path):
     import subprocess
     import sys
 
-    cfg = _mlp_config(tmp_path)
+    cfg = mlp_config_file(tmp_path / "t.yaml")
     run = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "alae_fast.cli", "train", "--config", str(cfg), "--out", str(run),
                            "--gpus", "2", "--device", "cpu", "--no-progress"], capture_output=True, text=True,

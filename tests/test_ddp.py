@@ -14,7 +14,7 @@ import yaml
 from alae_fast.data import TensorStream
 from alae_fast.train import Trainer, train
 from alae_fast.train import distributed
-from _train_utils import one_thread, tiny_config, tiny_images  # noqa: F401 (fixture)
+from _train_utils import mlp_config_file, one_thread, tiny_config, tiny_images  # noqa: F401 (fixture)
 
 STEPS = 6  # batch 4, 16 images per lod: crosses into lod 1 and its blend transition
 LR = 0.002  # tiny_config's lr
@@ -104,11 +104,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_torchrun_restart_resumes_from_last_checkpoint(tmp_path):
-    cfg = tmp_path / "t.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "model": {"kind": "mlp", "latent_size": 8, "mapping_layers": 2, "image_size": 8, "hidden": 16},
-        "train": {"dataset": "builtin:digits", "kimg_per_lod": 1, "total_kimg": 0.064, "batch_per_lod": [8],
-                  "log_kimg": 0.008, "grid_kimg": 1, "snapshot_kimg": 0.024}}))
+    cfg = mlp_config_file(tmp_path / "t.yaml", total_kimg=0.064, snapshot_kimg=0.024)
     script = tmp_path / "failing_main.py"
     script.write_text(FAILING_MAIN)
     out = tmp_path / "run"
