@@ -60,6 +60,10 @@ def summarize(runs: list[dict], last_kimg: float) -> dict:
             per_seed.append(statistics.fmean(tail))
         out[loss] = {"mean": statistics.fmean(per_seed),
                      "std": statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0, "seeds": per_seed}
+    # The curve: each logged kimg's loss, averaged over the seeds (the runs log at the same kimg).
+    kimgs = [row["kimg"] for row in runs[0]["rows"]]
+    out["curve"] = {"kimg": kimgs, **{loss: [statistics.fmean(run["rows"][i][loss] for run in runs)
+                                            for i in range(len(kimgs))] for loss in LOSSES}}
     out["minutes_per_run"] = statistics.fmean(r["seconds"] for r in runs) / 60
     out["img_per_s"] = statistics.fmean(
         statistics.fmean(r["img_per_s"] for r in run["rows"] if "img_per_s" in r) for run in runs)
@@ -76,8 +80,19 @@ def render(name: str, result: dict) -> str:
     for label, v in variants.items():
         cells = [f"{v[loss]['mean']:.4f} ± {v[loss]['std']:.4f}" for loss in LOSSES]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {v['img_per_s']:.1f} | {v['minutes_per_run']:.2f} |")
+    first = next(iter(variants.values()))["curve"]
+    stride = max(1, len(first["kimg"]) // 10)
+    lines += ["", "Curves (mean over seeds of each logged interval" + (f"; every {stride}th row" if stride > 1 else "")
+              + "):", "",
+              "| kimg | " + " | ".join(f"{label}: loss_ae / r1" for label in variants) + " |",
+              "|---:|" + "---:|" * len(variants)]
+    for i in range(0, len(first["kimg"]), stride):
+        cells = [f"{v['curve']['loss_ae'][i]:.3f} / {v['curve']['r1'][i]:.3f}" for v in variants.values()]
+        lines.append(f"| {first['kimg'][i]:.2f} | " + " | ".join(cells) + " |")
     if "verdict" in result:
         lines += ["", result["verdict"]]
+    if result.get("timing_note"):
+        lines += ["", result["timing_note"]]
     return "\n".join(lines) + "\n"
 
 
@@ -101,6 +116,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", default="builtin:digits")
     p.add_argument("--old-tree", type=Path, help="old-step: the other checkout")
     p.add_argument("--out", type=Path, default=HERE / "benchmarks" / "results" / "curves")
+    p.add_argument("--timing-note", default="", help="a line under the table about the img/s column")
     args = p.parse_args(argv)
     if args.study == "old-step" and args.old_tree is None:
         p.error("old-step needs --old-tree")
@@ -115,7 +131,8 @@ def main(argv=None) -> int:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
     result = {"study": args.study, "what": what, "seeds": args.seeds, "kimg": args.kimg, "last_kimg": args.last_kimg,
               "data": args.data, "device": f"{device_name(torch.device('cpu'))} ({os.cpu_count()} cores, 1 thread per run)",
-              "torch": torch.__version__, "python": platform.python_version(), "commit": commit, "variants": {}}
+              "torch": torch.__version__, "python": platform.python_version(), "commit": commit,
+              "timing_note": args.timing_note, "variants": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for label, (tree, extra) in variants.items():
             runs = [run_once(tree, seed, args.kimg, args.data, extra, Path(tmp)) for seed in range(args.seeds)]
