@@ -80,7 +80,7 @@ struct AdainGrad {
 
 // Packed rows. Writes grad_x, grad_style and the row's partials (Σ dpre | Σ dpre·noise).
 template <typename scalar_t, int VEC, int GROUP, int ITEMS, int THREADS>
-__global__ void __launch_bounds__(THREADS) adain_bwd_packed_kernel(
+__global__ void __launch_bounds__(THREADS, min_blocks_per_sm(THREADS)) adain_bwd_packed_kernel(
     const scalar_t* __restrict__ grad_y,                        // [N*C, HW]
     const scalar_t* __restrict__ x,                             // [N*C, HW]
     const scalar_t* __restrict__ noise,                         // [N, HW]
@@ -150,7 +150,7 @@ __global__ void __launch_bounds__(THREADS) adain_bwd_packed_kernel(
 
 // Split rows, pass 1: chunk sums (Σ g | Σ g·xhat).
 template <typename scalar_t, typename Tile>
-__global__ void __launch_bounds__(Tile::kThreads) adain_bwd_sums_kernel(
+__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) adain_bwd_sums_kernel(
     const scalar_t* __restrict__ grad_y,                        // like x
     const scalar_t* __restrict__ x,                             // [N, C, H, W] (NCHW or NHWC)
     const scalar_t* __restrict__ noise,                         // [N, HW]
@@ -180,12 +180,12 @@ __global__ void __launch_bounds__(Tile::kThreads) adain_bwd_sums_kernel(
     }
   });
   tile.sum(s);
-  if (tile.writes_row()) store_chunk_sums(partial_s, tile.rows, tile.split, tile.row, s);
+  if (tile.writes_row()) store_chunk_sums(partial_s, tile.rows, tile.splits, tile.split, tile.row, s);
 }
 
 // Split rows, pass 2: grad_x of one chunk and its parameter partials; chunk 0 writes grad_style.
 template <typename scalar_t, typename Tile>
-__global__ void __launch_bounds__(Tile::kThreads) adain_bwd_apply_kernel(
+__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) adain_bwd_apply_kernel(
     const scalar_t* __restrict__ grad_y,                        // like x
     const scalar_t* __restrict__ x,                             // [N, C, H, W] (NCHW or NHWC)
     const scalar_t* __restrict__ noise,                         // [N, HW]
@@ -204,7 +204,7 @@ __global__ void __launch_bounds__(Tile::kThreads) adain_bwd_apply_kernel(
   const int c = tile.active() ? tile.c : 0;
   const AdainRow<acc_t> r(noise_weight, bias, style, tile.n, c, C, slope);
   acc_t s[2];
-  row_sums(partial_s, tile.rows, int(gridDim.x), tile.row, s);
+  row_sums(partial_s, tile.rows, tile.splits, tile.row, s);
   const acc_t inv_hw = quotient(acc_t(1), acc_t(HW));
   const AdainGrad<acc_t> grad{stats[int64_t(tile.n) * 2 * C + c], stats[int64_t(tile.n) * 2 * C + C + c],
                             s[0] * inv_hw, s[1] * inv_hw};
@@ -224,7 +224,7 @@ __global__ void __launch_bounds__(Tile::kThreads) adain_bwd_apply_kernel(
   });
   tile.sum(q);
   if (tile.writes_row()) {
-    store_chunk_sums(partial_p, tile.rows, tile.split, tile.row, q);
+    store_chunk_sums(partial_p, tile.rows, tile.splits, tile.split, tile.row, q);
     if (tile.split == 0) {
       grad_style[int64_t(tile.n) * 2 * C + c] = s[1];
       grad_style[int64_t(tile.n) * 2 * C + C + c] = s[0];
@@ -249,7 +249,7 @@ std::tuple<at::Tensor, at::Tensor> adain_fwd_cuda(const at::Tensor& x,          
   auto y = at::empty_like(x);  // keeps x's memory format
   auto stats = at::empty({N, 2 * C}, style.options());
   if (x.numel() == 0) return {y, stats.zero_()};
-  const RowPlan plan = plan_rows(nhwc ? N * ((C + kNhwcChannels - 1) / kNhwcChannels) : N * C, HW, nhwc);
+  const RowPlan plan = plan_rows(N, C, HW, nhwc, x.scalar_type() == at::kDouble, sm_count());
   auto partial = at::empty({plan.packed ? 0 : 2 * plan.splits * N * C}, style.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "adain_fwd_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -288,7 +288,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> adain_bwd_cuda(
   auto grad_b = at::zeros_like(bias);
   if (x.numel() == 0) return {grad_x, grad_wn, grad_b, grad_style};
   auto stream = c10::cuda::getCurrentCUDAStream();
-  const RowPlan plan = plan_rows(nhwc ? N * ((C + kNhwcChannels - 1) / kNhwcChannels) : N * C, HW, nhwc);
+  const RowPlan plan = plan_rows(N, C, HW, nhwc, x.scalar_type() == at::kDouble, sm_count());
   // (Σ dpre | Σ dpre·noise) per chunk and row, summed below over the chunks and N in order.
   auto partial_p = at::empty({2, plan.splits, N * C}, style.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "adain_bwd_cuda", [&] {
@@ -298,7 +298,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> adain_bwd_cuda(
                             aligned16(grad_x.const_data_ptr());
     if (plan.packed) {
       with_vec<scalar_t>(vectorised, [&](auto vec) {
-        with_packed_bucket(HW, [&](auto group, auto items) {
+        with_packed_bucket<acc_t>(HW, [&](auto group, auto items) {
           constexpr int kGroup = decltype(group)::value, kThreads = kPackedThreads(kGroup);
           const unsigned blocks = unsigned((N * C + kThreads / kGroup - 1) / (kThreads / kGroup));
           adain_bwd_packed_kernel<scalar_t, decltype(vec)::value, kGroup, decltype(items)::value, kThreads>

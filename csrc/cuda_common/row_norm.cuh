@@ -19,7 +19,7 @@ namespace alae_fast {
 // Packed rows: GROUP lanes per row, ITEMS elements per lane in registers, THREADS / GROUP rows
 // per block. Rows past N*C run with no elements so that every lane joins the shuffles.
 template <typename Op, int VEC, int GROUP, int ITEMS, int THREADS>
-__global__ void __launch_bounds__(THREADS) row_norm_packed_kernel(
+__global__ void __launch_bounds__(THREADS, min_blocks_per_sm(THREADS)) row_norm_packed_kernel(
     Op op,
     typename Op::scalar_t* __restrict__ y,  // [N*C, HW]
     typename Op::acc_t* __restrict__ stats,  // [N, 2C] (mean | Op.stat)
@@ -65,7 +65,7 @@ __global__ void __launch_bounds__(THREADS) row_norm_packed_kernel(
 
 // Split rows, pass 1: the moments of one chunk of t.
 template <typename Op, typename Tile>
-__global__ void __launch_bounds__(Tile::kThreads) row_moments_kernel(
+__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) row_moments_kernel(
     Op op,
     typename Op::acc_t* __restrict__ partial,  // [2, splits, N*C] (mean | m2)
     int C, int HW, int chunk) {
@@ -80,12 +80,12 @@ __global__ void __launch_bounds__(Tile::kThreads) row_moments_kernel(
     m = merge(m, moments_of(t, VEC));
   });
   m = tile.merge(m);
-  if (tile.writes_row()) store_chunk_moments(partial, tile.rows, tile.split, tile.row, m);
+  if (tile.writes_row()) store_chunk_moments(partial, tile.rows, tile.splits, tile.split, tile.row, m);
 }
 
 // Split rows, pass 2: merge the row's chunk moments in order, then normalise one chunk.
 template <typename Op, typename Tile>
-__global__ void __launch_bounds__(Tile::kThreads) row_norm_apply_kernel(
+__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) row_norm_apply_kernel(
     Op op,
     const typename Op::acc_t* __restrict__ partial,  // [2, splits, N*C] (mean | m2)
     typename Op::scalar_t* __restrict__ y,           // like x (NCHW or NHWC)
@@ -96,7 +96,7 @@ __global__ void __launch_bounds__(Tile::kThreads) row_norm_apply_kernel(
   const Tile tile(C, HW, chunk);
   if (!tile.active()) return;
   const typename Op::Row r = op.row(tile.n, tile.c);
-  const Moments<acc_t> m = row_moments(partial, tile.rows, int(gridDim.x), tile.row, chunk, HW);
+  const Moments<acc_t> m = row_moments(partial, tile.rows, tile.splits, tile.row, chunk, HW);
   const acc_t var = variance_of(m), rstd = rsqrt(var + op.eps);
   tile.for_each([&](int p) {
     acc_t t[VEC];
@@ -121,7 +121,7 @@ void launch_row_norm(const Op& op, typename Op::scalar_t* y, typename Op::acc_t*
   using acc_t = typename Op::acc_t;
   if (plan.packed) {
     with_vec<scalar_t>(vectorised, [&](auto vec) {
-      with_packed_bucket(HW, [&](auto group, auto items) {
+      with_packed_bucket<acc_t>(HW, [&](auto group, auto items) {
         constexpr int kGroup = decltype(group)::value, kThreads = kPackedThreads(kGroup);
         const unsigned blocks = unsigned((N * C + kThreads / kGroup - 1) / (kThreads / kGroup));
         row_norm_packed_kernel<Op, decltype(vec)::value, kGroup, decltype(items)::value, kThreads>

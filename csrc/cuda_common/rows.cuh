@@ -12,9 +12,6 @@
 // merged with Chan's formula in a fixed order. No E[t²] − E[t]², so no cancellation.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-#include <c10/util/strides.h>
-#include <c10/cuda/CUDAException.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -29,6 +26,11 @@ namespace alae_fast {
 
 template <int V>
 using Int = std::integral_constant<int, V>;
+
+// The second argument of every row kernel's __launch_bounds__: 512 threads' worth of blocks per
+// SM, which caps registers at 128 a thread. Without it ptxas picks a lower target of its own and
+// spills. Row kernels use at most 256 threads, so at least two blocks fit on an SM.
+constexpr int min_blocks_per_sm(int threads) { return threads >= 512 ? 1 : 512 / threads; }
 
 // Calls f(vec) with the 16-byte width when `vectorised`, else with 1 (scalar fallback).
 template <typename scalar_t, typename F>
@@ -174,21 +176,22 @@ __device__ __forceinline__ ChunkRange chunk_range(int split, int chunk, int HW) 
   return {begin, min(begin + chunk, HW)};
 }
 
-// NCHW: grid (splits, N*C), THREADS threads on one chunk of one row, VEC elements per access.
+// NCHW: grid (N*C, splits), THREADS threads on one chunk of one row, VEC elements per access.
 template <int THREADS, int VEC>
 struct NchwTile {
   static constexpr int kThreads = THREADS, kVec = VEC;
-  int n, c, split, HW;
+  int n, c, split, splits, HW;
   int64_t rows, row;  // N*C, and n*C + c
   int64_t row_base;   // index of the row's first element
   ChunkRange range;
 
   __device__ __forceinline__ NchwTile(int C, int HW_, int chunk) {
-    row = blockIdx.y;
-    rows = gridDim.y;
+    row = blockIdx.x;
+    rows = gridDim.x;
     n = int(row / C);
     c = int(row % C);
-    split = blockIdx.x;
+    split = blockIdx.y;
+    splits = gridDim.y;
     HW = HW_;
     row_base = row * HW;
     range = chunk_range(split, chunk, HW);
@@ -212,14 +215,14 @@ struct NchwTile {
   __device__ __forceinline__ bool writes_row() const { return threadIdx.x == 0; }  // one thread per row
 };
 
-// NHWC: grid (splits, ceil(C / 32), N), block (32 channels, 8 pixel lanes). Thread (x, y) owns
-// channel 32·blockIdx.y + x and pixels begin + y, begin + y + 8, ... of the chunk, so a warp
+// NHWC: grid (ceil(C / 32), splits, N), block (32 channels, 8 pixel lanes). Thread (x, y) owns
+// channel 32·blockIdx.x + x and pixels begin + y, begin + y + 8, ... of the chunk, so a warp
 // reads 32 consecutive channels of one pixel.
 constexpr int kNhwcChannels = 32, kNhwcLanes = 8;
 
 struct NhwcTile {
   static constexpr int kThreads = kNhwcChannels * kNhwcLanes, kVec = 1;
-  int n, c, split, C, HW;  // c may be >= C in the last tile: inactive
+  int n, c, split, splits, C, HW;  // c may be >= C in the last tile: inactive
   int64_t rows, row;        // N*C, and n*C + c (clamped to a valid row when inactive)
   ChunkRange range;
 
@@ -227,8 +230,9 @@ struct NhwcTile {
     C = C_;
     HW = HW_;
     n = blockIdx.z;
-    c = blockIdx.y * kNhwcChannels + threadIdx.x;
-    split = blockIdx.x;
+    c = blockIdx.x * kNhwcChannels + threadIdx.x;
+    split = blockIdx.y;
+    splits = gridDim.y;
     rows = int64_t(gridDim.z) * C;
     row = int64_t(n) * C + (c < C ? c : 0);
     range = chunk_range(split, chunk, HW);
@@ -300,10 +304,10 @@ __device__ __forceinline__ void store_acc(scalar_t* __restrict__ p, int64_t inde
 // Chunk moments of a split row: planes [2, splits, N*C] = (mean | m2); the count follows from
 // the chunk's range. Merged in chunk order by every reader, so all agree bit for bit.
 template <typename acc_t>
-__device__ __forceinline__ void store_chunk_moments(acc_t* __restrict__ partial, int64_t rows, int split,
-                                                    int64_t row, const Moments<acc_t>& m) {
+__device__ __forceinline__ void store_chunk_moments(acc_t* __restrict__ partial, int64_t rows, int splits,
+                                                    int split, int64_t row, const Moments<acc_t>& m) {
   partial[int64_t(split) * rows + row] = m.mean;
-  partial[(int64_t(gridDim.x) + split) * rows + row] = m.m2;
+  partial[(int64_t(splits) + split) * rows + row] = m.m2;
 }
 
 template <typename acc_t>
@@ -320,10 +324,10 @@ __device__ __forceinline__ Moments<acc_t> row_moments(const acc_t* __restrict__ 
 
 // Chunk sums of a split row: K planes [K, splits, N*C], added in chunk order by every reader.
 template <int K, typename acc_t>
-__device__ __forceinline__ void store_chunk_sums(acc_t* __restrict__ partial, int64_t rows, int split, int64_t row,
-                                                 const acc_t (&v)[K]) {
+__device__ __forceinline__ void store_chunk_sums(acc_t* __restrict__ partial, int64_t rows, int splits, int split,
+                                                 int64_t row, const acc_t (&v)[K]) {
 #pragma unroll
-  for (int k = 0; k < K; ++k) partial[(int64_t(k) * gridDim.x + split) * rows + row] = v[k];
+  for (int k = 0; k < K; ++k) partial[(int64_t(k) * splits + split) * rows + row] = v[k];
 }
 
 template <int K, typename acc_t>
@@ -340,22 +344,8 @@ __device__ __forceinline__ void row_sums(const acc_t* __restrict__ partial, int6
 // ---------------------------------------------------------------------------------------------
 // Host side: which path, how many chunks.
 
-// Multiprocessors of the current device, looked up once per device.
-inline int sm_count() {
-  constexpr int kMaxDevices = 64;
-  static int cached[kMaxDevices] = {};
-  int device = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  if (device >= kMaxDevices) device = kMaxDevices - 1;
-  if (cached[device] == 0) {
-    int sms = 0;
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    cached[device] = sms;
-  }
-  return cached[device];
-}
-
 constexpr int kPackedMaxHW = 4096;     // longest row the packed (register) kernels hold
+constexpr int kPackedMaxHW64 = 1024;   // the same in fp64 (gradcheck only), whose registers are twice as wide
 constexpr int kMinChunk = 4096;        // shortest chunk worth a block of its own
 constexpr int kChunkAlign = 128;       // chunks are a multiple of every vector width
 constexpr int kBlocksPerSmTarget = 4;  // split until the grid covers the SMs this many times
@@ -371,15 +361,17 @@ inline int forced_chunk() {
   return env ? std::atoi(env) : 0;
 }
 
-// row_blocks: blocks one chunk of every row takes (N·C for NCHW, N·ceil(C/32) for NHWC).
-inline RowPlan plan_rows(int64_t row_blocks, int64_t HW, bool nhwc) {
+// Rows of N·C·HW elements; sms: the device's multiprocessors (sm_count()). One chunk of every
+// row takes N·C blocks in NCHW, N·ceil(C/32) in NHWC.
+inline RowPlan plan_rows(int64_t N, int64_t C, int64_t HW, bool nhwc, bool fp64, int sms) {
+  const int64_t row_blocks = nhwc ? N * ((C + kNhwcChannels - 1) / kNhwcChannels) : N * C;
   const int forced = forced_chunk();
-  if (!nhwc && forced <= 0 && HW <= kPackedMaxHW) return {true, 1, int(HW)};
+  if (!nhwc && forced <= 0 && HW <= (fp64 ? kPackedMaxHW64 : kPackedMaxHW)) return {true, 1, int(HW)};
   int64_t splits;
   if (forced > 0) {
     splits = (HW + forced - 1) / forced;
   } else {
-    const int64_t wanted = (int64_t(sm_count()) * kBlocksPerSmTarget + row_blocks - 1) / row_blocks;
+    const int64_t wanted = (int64_t(sms) * kBlocksPerSmTarget + row_blocks - 1) / row_blocks;
     splits = std::max<int64_t>(1, std::min<int64_t>(wanted, (HW + kMinChunk - 1) / kMinChunk));
   }
   int64_t chunk = (HW + splits - 1) / splits;
@@ -390,13 +382,14 @@ inline RowPlan plan_rows(int64_t row_blocks, int64_t HW, bool nhwc) {
 
 // Calls f(group, items): a packed row of HW <= group * items elements, `group` lanes each
 // holding `items` (a multiple of every vector width), several rows per block for group < 128.
-template <typename F>
+// fp64 rows stop at 1024 elements (kPackedMaxHW64).
+template <typename acc_t, typename F>
 void with_packed_bucket(int64_t HW, F&& f) {
   if (HW <= 64) {
     f(Int<8>{}, Int<8>{});
   } else if (HW <= 256) {
     f(Int<32>{}, Int<8>{});
-  } else if (HW <= 1024) {
+  } else if (HW <= 1024 || sizeof(acc_t) > 4) {
     f(Int<128>{}, Int<8>{});
   } else {
     f(Int<256>{}, Int<16>{});
@@ -412,25 +405,14 @@ constexpr int kSplitThreads = 256;
 template <typename scalar_t, typename F>
 void with_split_tile(bool nhwc, bool vectorised, const RowPlan& plan, int64_t N, int64_t C, F&& f) {
   if (nhwc) {
-    const dim3 grid(unsigned(plan.splits), unsigned((C + kNhwcChannels - 1) / kNhwcChannels), unsigned(N));
+    const dim3 grid(unsigned((C + kNhwcChannels - 1) / kNhwcChannels), unsigned(plan.splits), unsigned(N));
     f(std::type_identity<NhwcTile>{}, grid, dim3(kNhwcChannels, kNhwcLanes));
   } else {
-    const dim3 grid(unsigned(plan.splits), unsigned(N * C), 1);
+    const dim3 grid(unsigned(N * C), unsigned(plan.splits), 1);
     with_vec<scalar_t>(vectorised, [&](auto vec) {
       f(std::type_identity<NchwTile<kSplitThreads, decltype(vec)::value>>{}, grid, dim3(kSplitThreads));
     });
   }
-}
-
-// x may be NCHW or NHWC (channels_last, not also contiguous).
-inline bool is_nhwc(const at::Tensor& x) {
-  return !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
-}
-
-// The shared argument checks expect NCHW: an NCHW-strided alias of an NHWC tensor's storage
-// lets them check its dtype, device and sizes (the kernels never read through it).
-inline at::Tensor nchw_alias(const at::Tensor& x) {
-  return is_nhwc(x) ? x.as_strided(x.sizes(), c10::contiguous_strides(x.sizes())) : x;
 }
 
 }  // namespace alae_fast

@@ -78,7 +78,7 @@ struct StyleGrad {
 
 // Packed rows. Writes grad_x and the row's Σ dpre (grad_bias's partial).
 template <typename scalar_t, int VEC, int GROUP, int ITEMS, int THREADS>
-__global__ void __launch_bounds__(THREADS) style_bwd_packed_kernel(
+__global__ void __launch_bounds__(THREADS, min_blocks_per_sm(THREADS)) style_bwd_packed_kernel(
     const scalar_t* __restrict__ grad_y,                      // [N*C, HW]
     const at::opmath_type<scalar_t>* __restrict__ grad_stats,  // [N, 2C]
     const scalar_t* __restrict__ x,                           // [N*C, HW]
@@ -137,7 +137,7 @@ __global__ void __launch_bounds__(THREADS) style_bwd_packed_kernel(
 
 // Split rows, pass 1: chunk sums (Σ g | Σ g·xhat).
 template <typename scalar_t, typename Tile>
-__global__ void __launch_bounds__(Tile::kThreads) style_bwd_sums_kernel(
+__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) style_bwd_sums_kernel(
     const scalar_t* __restrict__ grad_y,                      // like x
     const at::opmath_type<scalar_t>* __restrict__ grad_stats,  // [N, 2C]
     const scalar_t* __restrict__ x,                           // [N, C, H, W] (NCHW or NHWC)
@@ -163,12 +163,12 @@ __global__ void __launch_bounds__(Tile::kThreads) style_bwd_sums_kernel(
     }
   });
   tile.sum(s);
-  if (tile.writes_row()) store_chunk_sums(partial_s, tile.rows, tile.split, tile.row, s);
+  if (tile.writes_row()) store_chunk_sums(partial_s, tile.rows, tile.splits, tile.split, tile.row, s);
 }
 
 // Split rows, pass 2: grad_x of one chunk and its Σ dpre.
 template <typename scalar_t, typename Tile>
-__global__ void __launch_bounds__(Tile::kThreads) style_bwd_apply_kernel(
+__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) style_bwd_apply_kernel(
     const scalar_t* __restrict__ grad_y,                      // like x
     const at::opmath_type<scalar_t>* __restrict__ grad_stats,  // [N, 2C]
     const scalar_t* __restrict__ x,                           // [N, C, H, W] (NCHW or NHWC)
@@ -185,7 +185,7 @@ __global__ void __launch_bounds__(Tile::kThreads) style_bwd_apply_kernel(
   const StyleRow<acc_t> r{bias[c], slope};
   StyleGrad<acc_t> grad(stats, grad_stats, tile.n, c, C, HW, eps);
   acc_t s[2];
-  row_sums(partial_s, tile.rows, int(gridDim.x), tile.row, s);
+  row_sums(partial_s, tile.rows, tile.splits, tile.row, s);
   const acc_t inv_hw = quotient(acc_t(1), acc_t(HW));
   grad.mean_g = s[0] * inv_hw;
   grad.mean_gx = s[1] * inv_hw;
@@ -202,13 +202,13 @@ __global__ void __launch_bounds__(Tile::kThreads) style_bwd_apply_kernel(
     store_acc<VEC>(grad_x, tile.x_at(p), gv);
   });
   tile.sum(q);
-  if (tile.writes_row()) store_chunk_sums(partial_b, tile.rows, tile.split, tile.row, q);
+  if (tile.writes_row()) store_chunk_sums(partial_b, tile.rows, tile.splits, tile.split, tile.row, q);
 }
 
 // Backward of the backward (R1's second order); the formulas are those of csrc/cpu/style.cpp's style_bwd2.
 // Two passes over the row: five row sums, then g_grad_y and g_x.
 template <typename scalar_t, int THREADS>
-__global__ void __launch_bounds__(THREADS) style_bwd2_kernel(
+__global__ void __launch_bounds__(THREADS, min_blocks_per_sm(THREADS)) style_bwd2_kernel(
     const scalar_t* __restrict__ grad_y,                      // [N*C, HW]
     const at::opmath_type<scalar_t>* __restrict__ grad_stats,  // [N, 2C]
     const scalar_t* __restrict__ x,                           // [N*C, HW]
@@ -273,7 +273,7 @@ std::tuple<at::Tensor, at::Tensor> style_fwd_cuda(const at::Tensor& x,     // [N
   auto y = at::empty_like(x);  // keeps x's memory format
   auto stats = at::zeros({N, 2 * C}, bias.options());
   if (x.numel() == 0) return {y, stats};
-  const RowPlan plan = plan_rows(nhwc ? N * ((C + kNhwcChannels - 1) / kNhwcChannels) : N * C, HW, nhwc);
+  const RowPlan plan = plan_rows(N, C, HW, nhwc, x.scalar_type() == at::kDouble, sm_count());
   auto partial = at::empty({plan.packed ? 0 : 2 * plan.splits * N * C}, bias.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "style_fwd_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -306,7 +306,7 @@ std::tuple<at::Tensor, at::Tensor> style_bwd_cuda(const at::Tensor& grad_y,     
   auto grad_x = at::empty_like(x);
   auto grad_b = at::zeros_like(bias);
   if (x.numel() == 0) return {grad_x, grad_b};
-  const RowPlan plan = plan_rows(nhwc ? N * ((C + kNhwcChannels - 1) / kNhwcChannels) : N * C, HW, nhwc);
+  const RowPlan plan = plan_rows(N, C, HW, nhwc, x.scalar_type() == at::kDouble, sm_count());
   auto partial_b = at::empty({plan.splits, N * C}, bias.options());  // Σ dpre per chunk, summed below in order
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "style_bwd_cuda", [&] {
@@ -315,7 +315,7 @@ std::tuple<at::Tensor, at::Tensor> style_bwd_cuda(const at::Tensor& grad_y,     
                             aligned16(x.const_data_ptr()) && aligned16(grad_x.const_data_ptr());
     if (plan.packed) {
       with_vec<scalar_t>(vectorised, [&](auto vec) {
-        with_packed_bucket(HW, [&](auto group, auto items) {
+        with_packed_bucket<acc_t>(HW, [&](auto group, auto items) {
           constexpr int kGroup = decltype(group)::value, kThreads = kPackedThreads(kGroup);
           const unsigned blocks = unsigned((N * C + kThreads / kGroup - 1) / (kThreads / kGroup));
           style_bwd_packed_kernel<scalar_t, decltype(vec)::value, kGroup, decltype(items)::value, kThreads>
@@ -393,10 +393,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> style_bwd2_cuda(
     };
     if (HW <= 1024) {
       launch(Int<128>{});
-    } else if (HW <= 4096) {
-      launch(Int<256>{});
     } else {
-      launch(Int<512>{});
+      launch(Int<256>{});
     }
     sum_over_n_kernel<acc_t><<<unsigned((C + 255) / 256), 256, 0, stream>>>(
         partial_b.const_data_ptr<acc_t>(), g_b.mutable_data_ptr<acc_t>(), int(N), int(C));
