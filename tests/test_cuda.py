@@ -1,6 +1,7 @@
 """The CUDA kernels (impl='cuda') beyond tests/test_ops.py: odd and large shapes, every
-register bucket and the looped path, layouts and misaligned storage, bitwise determinism, and
-the kernels' own argument checks. Every test needs a CUDA device and a CUDA build of _C.
+packed-row bucket and the split-row path (forced at small shapes with ALAE_FAST_CUDA_ROW_CHUNK),
+NHWC without copies, ill-conditioned and NaN/inf rows, layouts and misaligned storage, bitwise
+determinism, and the kernels' own argument checks. Every test needs a CUDA device and a CUDA build of _C.
 tests/test_ops.py runs the shared op tests (parity, gradcheck, edge cases) on 'cuda' too."""
 
 import pytest
@@ -15,7 +16,8 @@ DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 # H·W = 1, 3×5, 7×7 and C = 1 for the ops without 2×2 resampling; even stand-ins for the others.
 ODD_SHAPES = [(2, 3, 1, 1), (2, 3, 3, 5), (3, 2, 7, 7), (2, 1, 5, 3)]
 EVEN_SHAPES = [(2, 3, 2, 2), (2, 3, 6, 10), (3, 2, 14, 14), (2, 1, 6, 2)]
-# Row lengths either side of each register bucket (1K, 4K, 16K) and well into the looped path.
+# Row lengths either side of each packed bucket (1K, 4K) and of the old 16K one, and well into
+# the split path.
 BUCKET_HW = [(32, 32), (25, 41), (64, 64), (65, 63), (128, 128), (129, 127), (256, 256)]
 LARGE = (1, 1, 1024, 1024)
 

@@ -58,21 +58,35 @@ struct AdainFwd {
 #pragma unroll
     for (int k = 0; k < VEC; ++k) t[k] = r.act(t[k], nv[k]);
   }
-  __device__ __forceinline__ acc_t out(const Row& r, acc_t t, acc_t mean, acc_t rstd) const {
-    return (t - mean) * (r.gain * rstd) + r.shift;
+  __device__ __forceinline__ acc_t out(const Row& r, acc_t centred, acc_t rstd) const {
+    return centred * (r.gain * rstd) + r.shift;
   }
   __device__ __forceinline__ acc_t stat(acc_t, acc_t rstd) const { return rstd; }
 };
 
 // ---------------------------------------------------------------------------------------------
 // Backward: dpre = gain·rstd·(g − mean(g) − xhat·mean(g·xhat))·lrelu'(pre), xhat = (t − mean)·rstd.
+// The stored mean is an fp32 rounding: a first pass also sums xhat, and xhat is re-centred by
+// its mean, so that Σ xhat and Σ dpre (the bias gradient, 0 in exact arithmetic) do not pick up
+// HW times that rounding on rows with |mean| ≫ std.
 
 template <typename acc_t>
 struct AdainGrad {
-  acc_t mean, rstd, mean_g, mean_gx;
+  acc_t mean, rstd, mean_xhat, mean_g, mean_gx;
+  __device__ __forceinline__ AdainGrad(const acc_t* stats, int n, int c, int C)
+      : mean(stats[int64_t(n) * 2 * C + c]), rstd(stats[int64_t(n) * 2 * C + C + c]), mean_xhat(0), mean_g(0),
+        mean_gx(0) {}
   __device__ __forceinline__ acc_t xhat(const AdainRow<acc_t>& r, acc_t pre) const {
-    return (leaky(pre, r.slope) - mean) * rstd;
+    return (leaky(pre, r.slope) - mean) * rstd - mean_xhat;
   }
+  // From the first pass's sums (Σ g | Σ g·xhat | Σ xhat), xhat not yet re-centred.
+  __device__ __forceinline__ void set_sums(const acc_t (&s)[3], int HW) {
+    const acc_t inv_hw = quotient(acc_t(1), acc_t(HW));
+    mean_xhat = s[2] * inv_hw;
+    mean_g = s[0] * inv_hw;
+    mean_gx = (s[1] - mean_xhat * s[0]) * inv_hw;
+  }
+  __device__ __forceinline__ acc_t grad_scale(const acc_t (&s)[3]) const { return s[1] - mean_xhat * s[0]; }
   __device__ __forceinline__ acc_t dpre(const AdainRow<acc_t>& r, acc_t pre, acc_t g) const {
     return r.gain * rstd * (g - mean_g - xhat(r, pre) * mean_gx) * leaky_grad(pre, r.slope);
   }
@@ -99,9 +113,9 @@ __global__ void __launch_bounds__(THREADS, min_blocks_per_sm(THREADS)) adain_bwd
   const int hw = in_range ? HW : 0, n = in_range ? row / C : 0, c = in_range ? row % C : 0;
   const int64_t base = int64_t(row) * HW, noise_base = int64_t(n) * HW;
   const AdainRow<acc_t> r(noise_weight, bias, style, n, c, C, slope);
-  AdainGrad<acc_t> grad{stats[int64_t(n) * 2 * C + c], stats[int64_t(n) * 2 * C + C + c], acc_t(0), acc_t(0)};
+  AdainGrad<acc_t> grad(stats, n, c, C);
   acc_t pre[ITEMS], g[ITEMS];
-  acc_t s[2] = {acc_t(0), acc_t(0)};  // Σ g, Σ g·xhat
+  acc_t s[3] = {acc_t(0), acc_t(0), acc_t(0)};  // Σ g, Σ g·xhat, Σ xhat
 #pragma unroll
   for (int j = 0; j < NV; ++j) {
     const int p = (j * GROUP + lane) * VEC;
@@ -114,15 +128,15 @@ __global__ void __launch_bounds__(THREADS, min_blocks_per_sm(THREADS)) adain_bwd
       for (int k = 0; k < VEC; ++k) {
         g[j * VEC + k] = gv[k];
         pre[j * VEC + k] = r.pre(xv[k], nv[k]);
+        const acc_t xh = grad.xhat(r, pre[j * VEC + k]);
         s[0] += gv[k];
-        s[1] += gv[k] * grad.xhat(r, pre[j * VEC + k]);
+        s[1] += gv[k] * xh;
+        s[2] += xh;
       }
     }
   }
   sum_group<GROUP>(s);
-  const acc_t inv_hw = quotient(acc_t(1), acc_t(HW));
-  grad.mean_g = s[0] * inv_hw;
-  grad.mean_gx = s[1] * inv_hw;
+  grad.set_sums(s, HW);
   acc_t q[2] = {acc_t(0), acc_t(0)};  // Σ dpre, Σ dpre·noise
 #pragma unroll
   for (int j = 0; j < NV; ++j) {
@@ -141,14 +155,14 @@ __global__ void __launch_bounds__(THREADS, min_blocks_per_sm(THREADS)) adain_bwd
   }
   sum_group<GROUP>(q);
   if (in_range && lane == 0) {
-    grad_style[int64_t(n) * 2 * C + c] = s[1];
+    grad_style[int64_t(n) * 2 * C + c] = grad.grad_scale(s);
     grad_style[int64_t(n) * 2 * C + C + c] = s[0];
     partial_p[row] = q[0];
     partial_p[int64_t(rows) + row] = q[1];
   }
 }
 
-// Split rows, pass 1: chunk sums (Σ g | Σ g·xhat).
+// Split rows, pass 1: chunk sums (Σ g | Σ g·xhat | Σ xhat).
 template <typename scalar_t, typename Tile>
 __global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) adain_bwd_sums_kernel(
     const scalar_t* __restrict__ grad_y,                        // like x
@@ -158,16 +172,15 @@ __global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThrea
     const at::opmath_type<scalar_t>* __restrict__ bias,          // [C]
     const at::opmath_type<scalar_t>* __restrict__ style,         // [N, 2C]
     const at::opmath_type<scalar_t>* __restrict__ stats,         // [N, 2C] (mean | rstd)
-    at::opmath_type<scalar_t>* __restrict__ partial_s,           // [2, splits, N*C]
+    at::opmath_type<scalar_t>* __restrict__ partial_s,           // [3, splits, N*C]
     int C, int HW, int chunk, at::opmath_type<scalar_t> slope) {
   using acc_t = at::opmath_type<scalar_t>;
   constexpr int VEC = Tile::kVec;
   const Tile tile(C, HW, chunk);
   const int c = tile.active() ? tile.c : 0;
   const AdainRow<acc_t> r(noise_weight, bias, style, tile.n, c, C, slope);
-  const AdainGrad<acc_t> grad{stats[int64_t(tile.n) * 2 * C + c], stats[int64_t(tile.n) * 2 * C + C + c], acc_t(0),
-                            acc_t(0)};
-  acc_t s[2] = {acc_t(0), acc_t(0)};
+  const AdainGrad<acc_t> grad(stats, tile.n, c, C);
+  acc_t s[3] = {acc_t(0), acc_t(0), acc_t(0)};
   tile.for_each([&](int p) {
     acc_t gv[VEC], xv[VEC], nv[VEC];
     load_acc<VEC>(grad_y, tile.x_at(p), gv);
@@ -175,8 +188,10 @@ __global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThrea
     load_acc<VEC>(noise, tile.pixel_at(p), nv);
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
+      const acc_t xh = grad.xhat(r, r.pre(xv[k], nv[k]));
       s[0] += gv[k];
-      s[1] += gv[k] * grad.xhat(r, r.pre(xv[k], nv[k]));
+      s[1] += gv[k] * xh;
+      s[2] += xh;
     }
   });
   tile.sum(s);
@@ -193,7 +208,7 @@ __global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThrea
     const at::opmath_type<scalar_t>* __restrict__ bias,          // [C]
     const at::opmath_type<scalar_t>* __restrict__ style,         // [N, 2C]
     const at::opmath_type<scalar_t>* __restrict__ stats,         // [N, 2C] (mean | rstd)
-    const at::opmath_type<scalar_t>* __restrict__ partial_s,     // [2, splits, N*C] (Σ g | Σ g·xhat)
+    const at::opmath_type<scalar_t>* __restrict__ partial_s,     // [3, splits, N*C] (Σ g | Σ g·xhat | Σ xhat)
     scalar_t* __restrict__ grad_x,                              // like x
     at::opmath_type<scalar_t>* __restrict__ grad_style,          // [N, 2C]
     at::opmath_type<scalar_t>* __restrict__ partial_p,           // [2, splits, N*C] (Σ dpre | Σ dpre·noise)
@@ -203,11 +218,10 @@ __global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThrea
   const Tile tile(C, HW, chunk);
   const int c = tile.active() ? tile.c : 0;
   const AdainRow<acc_t> r(noise_weight, bias, style, tile.n, c, C, slope);
-  acc_t s[2];
+  acc_t s[3];
   row_sums(partial_s, tile.rows, tile.splits, tile.row, s);
-  const acc_t inv_hw = quotient(acc_t(1), acc_t(HW));
-  const AdainGrad<acc_t> grad{stats[int64_t(tile.n) * 2 * C + c], stats[int64_t(tile.n) * 2 * C + C + c],
-                            s[0] * inv_hw, s[1] * inv_hw};
+  AdainGrad<acc_t> grad(stats, tile.n, c, C);
+  grad.set_sums(s, HW);
   acc_t q[2] = {acc_t(0), acc_t(0)};
   tile.for_each([&](int p) {
     acc_t gv[VEC], xv[VEC], nv[VEC];
@@ -226,7 +240,7 @@ __global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThrea
   if (tile.writes_row()) {
     store_chunk_sums(partial_p, tile.rows, tile.splits, tile.split, tile.row, q);
     if (tile.split == 0) {
-      grad_style[int64_t(tile.n) * 2 * C + c] = s[1];
+      grad_style[int64_t(tile.n) * 2 * C + c] = grad.grad_scale(s);
       grad_style[int64_t(tile.n) * 2 * C + C + c] = s[0];
     }
   }
@@ -312,7 +326,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> adain_bwd_cuda(
         });
       });
     } else {
-      auto partial_s = at::empty({2, plan.splits, N * C}, style.options());
+      auto partial_s = at::empty({3, plan.splits, N * C}, style.options());
       with_split_tile<scalar_t>(nhwc, vectorised, plan, N, C, [&](auto tile, dim3 grid, dim3 block) {
         using Tile = typename decltype(tile)::type;
         adain_bwd_sums_kernel<scalar_t, Tile><<<grid, block, 0, stream>>>(

@@ -1,11 +1,14 @@
 // The instance-norm forward shared by adain and style: t = Op.act(...) per element, the row's
-// moments, then y = Op.out(t, mean, rstd) and the row statistics (mean | Op.stat(var, rstd)).
+// moments, then y = Op.out(t − mean, rstd) and the row statistics (mean | Op.stat(var, rstd)).
+//
+// Moments are taken of t − shift, shift = the row's first t: a row with |mean| ≫ std then keeps
+// its deviations exact, and y uses the shifted mean, not its fp32 rounding.
 //
 // An Op is a small struct passed by value to the kernels:
 //   using scalar_t, acc_t;  Row  (per-row constants);  acc_t eps;
 //   Row row(int n, int c) const;
 //   template <int VEC> void act(const Row&, int64_t x_index, int64_t pixel_index, acc_t (&t)[VEC]) const;
-//   acc_t out(const Row&, acc_t t, acc_t mean, acc_t rstd) const;
+//   acc_t out(const Row&, acc_t centred, acc_t rstd) const;
 //   acc_t stat(acc_t var, acc_t rstd) const;   // the second statistic written to stats[:, C:]
 #pragma once
 
@@ -15,6 +18,16 @@
 #include "rows.cuh"
 
 namespace alae_fast {
+
+// The row's shift: t at element 0 (x_index, pixel_index), or 0 when that is not finite, so that
+// an inf reaches the moments as an inf (mean ±inf, variance NaN, as in the reference).
+template <typename Op>
+__device__ __forceinline__ typename Op::acc_t row_shift(const Op& op, const typename Op::Row& r, int64_t x_index,
+                                                        int64_t pixel_index) {
+  typename Op::acc_t t[1];
+  op.template act<1>(r, x_index, pixel_index, t);
+  return isfinite(t[0]) ? t[0] : typename Op::acc_t(0);
+}
 
 // Packed rows: GROUP lanes per row, ITEMS elements per lane in registers, THREADS / GROUP rows
 // per block. Rows past N*C run with no elements so that every lane joins the shuffles.
@@ -31,7 +44,8 @@ __global__ void __launch_bounds__(THREADS, min_blocks_per_sm(THREADS)) row_norm_
   const int hw = in_range ? HW : 0, n = in_range ? row / C : 0, c = in_range ? row % C : 0;
   const int64_t base = int64_t(row) * HW, pixel_base = int64_t(n) * HW;
   const typename Op::Row r = op.row(n, c);
-  acc_t t[ITEMS];
+  const acc_t shift = in_range ? row_shift(op, r, base, pixel_base) : acc_t(0);
+  acc_t t[ITEMS];  // t − shift
   int valid = 0;
 #pragma unroll
   for (int j = 0; j < NV; ++j) {
@@ -40,7 +54,7 @@ __global__ void __launch_bounds__(THREADS, min_blocks_per_sm(THREADS)) row_norm_
       acc_t v[VEC];
       op.template act<VEC>(r, base + p, pixel_base + p, v);
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) t[j * VEC + k] = v[k];
+      for (int k = 0; k < VEC; ++k) t[j * VEC + k] = v[k] - shift;
       valid += VEC;
     }
   }
@@ -53,12 +67,12 @@ __global__ void __launch_bounds__(THREADS, min_blocks_per_sm(THREADS)) row_norm_
     if (p < hw) {
       acc_t out[VEC];
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) out[k] = op.out(r, t[j * VEC + k], m.mean, rstd);
+      for (int k = 0; k < VEC; ++k) out[k] = op.out(r, t[j * VEC + k] - m.mean, rstd);
       store_acc<VEC>(y, base + p, out);
     }
   }
   if (lane == 0) {
-    stats[int64_t(n) * 2 * C + c] = m.mean;
+    stats[int64_t(n) * 2 * C + c] = shift + m.mean;
     stats[int64_t(n) * 2 * C + C + c] = op.stat(var, rstd);
   }
 }
@@ -73,10 +87,13 @@ __global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThrea
   constexpr int VEC = Tile::kVec;
   const Tile tile(C, HW, chunk);
   const typename Op::Row r = op.row(tile.n, tile.active() ? tile.c : 0);
-  Moments<acc_t> m{acc_t(0), acc_t(0), acc_t(0)};
+  const acc_t shift = tile.active() ? row_shift(op, r, tile.x_at(0), tile.pixel_at(0)) : acc_t(0);
+  Moments<acc_t> m{acc_t(0), acc_t(0), acc_t(0)};  // of t − shift
   tile.for_each([&](int p) {
     acc_t t[VEC];
     op.template act<VEC>(r, tile.x_at(p), tile.pixel_at(p), t);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) t[k] -= shift;
     m = merge(m, moments_of(t, VEC));
   });
   m = tile.merge(m);
@@ -96,17 +113,18 @@ __global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThrea
   const Tile tile(C, HW, chunk);
   if (!tile.active()) return;
   const typename Op::Row r = op.row(tile.n, tile.c);
-  const Moments<acc_t> m = row_moments(partial, tile.rows, tile.splits, tile.row, chunk, HW);
+  const acc_t shift = row_shift(op, r, tile.x_at(0), tile.pixel_at(0));
+  const Moments<acc_t> m = row_moments(partial, tile.rows, tile.splits, tile.row, chunk, HW);  // of t − shift
   const acc_t var = variance_of(m), rstd = rsqrt(var + op.eps);
   tile.for_each([&](int p) {
     acc_t t[VEC];
     op.template act<VEC>(r, tile.x_at(p), tile.pixel_at(p), t);
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) t[k] = op.out(r, t[k], m.mean, rstd);
+    for (int k = 0; k < VEC; ++k) t[k] = op.out(r, (t[k] - shift) - m.mean, rstd);
     store_acc<VEC>(y, tile.x_at(p), t);
   });
   if (tile.split == 0 && tile.writes_row()) {
-    stats[int64_t(tile.n) * 2 * C + tile.c] = m.mean;
+    stats[int64_t(tile.n) * 2 * C + tile.c] = shift + m.mean;
     stats[int64_t(tile.n) * 2 * C + C + tile.c] = op.stat(var, rstd);
   }
 }

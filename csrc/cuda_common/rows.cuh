@@ -8,8 +8,9 @@
 //     partials in chunk order (deterministic, no atomics) and applies them.
 //   * NHWC: the same split kernels on a tile of 32 channels × 8 pixel lanes, so that a warp reads
 //     32 consecutive channels of one pixel; rows are strided by C and never copied.
-// Statistics are (count, mean, M2) triples: local two-pass moments per thread or per vector,
-// merged with Chan's formula in a fixed order. No E[t²] − E[t]², so no cancellation.
+// Statistics are (count, mean, M2) triples of t minus the row's first value (row_norm.cuh):
+// local two-pass moments per thread or per vector, merged with Chan's formula in a fixed order.
+// No E[t²] − E[t]², so no cancellation. fp64 rows (gradcheck) are packed up to 1024 elements.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -47,17 +47,19 @@ struct StyleFwd {
 #pragma unroll
     for (int k = 0; k < VEC; ++k) t[k] = r.act(t[k]);
   }
-  __device__ __forceinline__ acc_t out(const Row&, acc_t t, acc_t mean, acc_t rstd) const { return (t - mean) * rstd; }
+  __device__ __forceinline__ acc_t out(const Row&, acc_t centred, acc_t rstd) const { return centred * rstd; }
   __device__ __forceinline__ acc_t stat(acc_t var, acc_t) const { return sqrt(var); }
 };
 
 // Backward from grad_y and grad_stats = (d mean | d std):
 //   dt = rstd·(g − mean(g) − cen·rstd·mean(g·cen·rstd)) + g_mean + g_std·cen,  cen = t − mean,
 // with g_mean = d mean / HW and g_std = d std / (HW·std) (0 where std is 0: sqrt's gradient
-// there is taken as 0); dpre = dt·lrelu'(pre).
+// there is taken as 0); dpre = dt·lrelu'(pre). The stored mean is an fp32 rounding: a first
+// pass also sums cen, and cen is re-centred by its mean, so that Σ cen and Σ dpre (the bias
+// gradient) do not pick up HW times that rounding on rows with |mean| ≫ std.
 template <typename acc_t>
 struct StyleGrad {
-  acc_t mean, rstd, g_mean, g_std, mean_g, mean_gx;
+  acc_t mean, rstd, g_mean, g_std, mean_cen, mean_g, mean_gx;
   __device__ __forceinline__ StyleGrad(const acc_t* stats, const acc_t* grad_stats, int n, int c, int C, int HW,
                                        acc_t eps) {
     const acc_t inv_hw = quotient(acc_t(1), acc_t(HW)), sd = stats[int64_t(n) * 2 * C + C + c];
@@ -65,13 +67,20 @@ struct StyleGrad {
     rstd = rsqrt(sd * sd + eps);
     g_mean = grad_stats[int64_t(n) * 2 * C + c] * inv_hw;
     g_std = sd == acc_t(0) ? acc_t(0) : quotient(grad_stats[int64_t(n) * 2 * C + C + c] * inv_hw, sd);
-    mean_g = mean_gx = acc_t(0);
+    mean_cen = mean_g = mean_gx = acc_t(0);
   }
-  __device__ __forceinline__ acc_t xhat(const StyleRow<acc_t>& r, acc_t pre) const {
-    return (leaky(pre, r.slope) - mean) * rstd;
+  __device__ __forceinline__ acc_t centred(const StyleRow<acc_t>& r, acc_t pre) const {
+    return leaky(pre, r.slope) - mean - mean_cen;
+  }
+  // From the first pass's sums (Σ g | Σ g·cen | Σ cen), cen not yet re-centred.
+  __device__ __forceinline__ void set_sums(const acc_t (&s)[3], int HW) {
+    const acc_t inv_hw = quotient(acc_t(1), acc_t(HW));
+    mean_cen = s[2] * inv_hw;
+    mean_g = s[0] * inv_hw;
+    mean_gx = (s[1] - mean_cen * s[0]) * inv_hw * rstd;  // mean of g·xhat
   }
   __device__ __forceinline__ acc_t dpre(const StyleRow<acc_t>& r, acc_t pre, acc_t g) const {
-    const acc_t cen = leaky(pre, r.slope) - mean;
+    const acc_t cen = centred(r, pre);
     return (rstd * (g - mean_g - cen * rstd * mean_gx) + g_mean + g_std * cen) * leaky_grad(pre, r.slope);
   }
 };
@@ -96,7 +105,7 @@ __global__ void __launch_bounds__(THREADS, min_blocks_per_sm(THREADS)) style_bwd
   const StyleRow<acc_t> r{bias[c], slope};
   StyleGrad<acc_t> grad(stats, grad_stats, n, c, C, HW, eps);
   acc_t pre[ITEMS], g[ITEMS];
-  acc_t s[2] = {acc_t(0), acc_t(0)};  // Σ g, Σ g·xhat
+  acc_t s[3] = {acc_t(0), acc_t(0), acc_t(0)};  // Σ g, Σ g·cen, Σ cen
 #pragma unroll
   for (int j = 0; j < NV; ++j) {
     const int p = (j * GROUP + lane) * VEC;
@@ -108,15 +117,15 @@ __global__ void __launch_bounds__(THREADS, min_blocks_per_sm(THREADS)) style_bwd
       for (int k = 0; k < VEC; ++k) {
         g[j * VEC + k] = gv[k];
         pre[j * VEC + k] = r.pre(xv[k]);
+        const acc_t cen = grad.centred(r, pre[j * VEC + k]);
         s[0] += gv[k];
-        s[1] += gv[k] * grad.xhat(r, pre[j * VEC + k]);
+        s[1] += gv[k] * cen;
+        s[2] += cen;
       }
     }
   }
   sum_group<GROUP>(s);
-  const acc_t inv_hw = quotient(acc_t(1), acc_t(HW));
-  grad.mean_g = s[0] * inv_hw;
-  grad.mean_gx = s[1] * inv_hw;
+  grad.set_sums(s, HW);
   acc_t q[1] = {acc_t(0)};  // Σ dpre
 #pragma unroll
   for (int j = 0; j < NV; ++j) {
@@ -135,7 +144,7 @@ __global__ void __launch_bounds__(THREADS, min_blocks_per_sm(THREADS)) style_bwd
   if (in_range && lane == 0) partial_b[row] = q[0];
 }
 
-// Split rows, pass 1: chunk sums (Σ g | Σ g·xhat).
+// Split rows, pass 1: chunk sums (Σ g | Σ g·cen | Σ cen).
 template <typename scalar_t, typename Tile>
 __global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) style_bwd_sums_kernel(
     const scalar_t* __restrict__ grad_y,                      // like x
@@ -143,7 +152,7 @@ __global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThrea
     const scalar_t* __restrict__ x,                           // [N, C, H, W] (NCHW or NHWC)
     const at::opmath_type<scalar_t>* __restrict__ bias,        // [C]
     const at::opmath_type<scalar_t>* __restrict__ stats,       // [N, 2C] (mean | std)
-    at::opmath_type<scalar_t>* __restrict__ partial_s,         // [2, splits, N*C]
+    at::opmath_type<scalar_t>* __restrict__ partial_s,         // [3, splits, N*C]
     int C, int HW, int chunk, at::opmath_type<scalar_t> eps, at::opmath_type<scalar_t> slope) {
   using acc_t = at::opmath_type<scalar_t>;
   constexpr int VEC = Tile::kVec;
@@ -151,15 +160,17 @@ __global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThrea
   const int c = tile.active() ? tile.c : 0;
   const StyleRow<acc_t> r{bias[c], slope};
   const StyleGrad<acc_t> grad(stats, grad_stats, tile.n, c, C, HW, eps);
-  acc_t s[2] = {acc_t(0), acc_t(0)};
+  acc_t s[3] = {acc_t(0), acc_t(0), acc_t(0)};
   tile.for_each([&](int p) {
     acc_t gv[VEC], xv[VEC];
     load_acc<VEC>(grad_y, tile.x_at(p), gv);
     load_acc<VEC>(x, tile.x_at(p), xv);
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
+      const acc_t cen = grad.centred(r, r.pre(xv[k]));
       s[0] += gv[k];
-      s[1] += gv[k] * grad.xhat(r, r.pre(xv[k]));
+      s[1] += gv[k] * cen;
+      s[2] += cen;
     }
   });
   tile.sum(s);
@@ -174,7 +185,7 @@ __global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThrea
     const scalar_t* __restrict__ x,                           // [N, C, H, W] (NCHW or NHWC)
     const at::opmath_type<scalar_t>* __restrict__ bias,        // [C]
     const at::opmath_type<scalar_t>* __restrict__ stats,       // [N, 2C] (mean | std)
-    const at::opmath_type<scalar_t>* __restrict__ partial_s,   // [2, splits, N*C] (Σ g | Σ g·xhat)
+    const at::opmath_type<scalar_t>* __restrict__ partial_s,   // [3, splits, N*C] (Σ g | Σ g·cen | Σ cen)
     scalar_t* __restrict__ grad_x,                            // like x
     at::opmath_type<scalar_t>* __restrict__ partial_b,         // [splits, N*C]
     int C, int HW, int chunk, at::opmath_type<scalar_t> eps, at::opmath_type<scalar_t> slope) {
@@ -184,11 +195,9 @@ __global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThrea
   const int c = tile.active() ? tile.c : 0;
   const StyleRow<acc_t> r{bias[c], slope};
   StyleGrad<acc_t> grad(stats, grad_stats, tile.n, c, C, HW, eps);
-  acc_t s[2];
+  acc_t s[3];
   row_sums(partial_s, tile.rows, tile.splits, tile.row, s);
-  const acc_t inv_hw = quotient(acc_t(1), acc_t(HW));
-  grad.mean_g = s[0] * inv_hw;
-  grad.mean_gx = s[1] * inv_hw;
+  grad.set_sums(s, HW);
   acc_t q[1] = {acc_t(0)};
   tile.for_each([&](int p) {
     acc_t gv[VEC], xv[VEC];
@@ -328,7 +337,7 @@ std::tuple<at::Tensor, at::Tensor> style_bwd_cuda(const at::Tensor& grad_y,     
         });
       });
     } else {
-      auto partial_s = at::empty({2, plan.splits, N * C}, bias.options());
+      auto partial_s = at::empty({3, plan.splits, N * C}, bias.options());
       with_split_tile<scalar_t>(nhwc, vectorised, plan, N, C, [&](auto tile, dim3 grid, dim3 block) {
         using Tile = typename decltype(tile)::type;
         style_bwd_sums_kernel<scalar_t, Tile><<<grid, block, 0, stream>>>(
