@@ -390,7 +390,9 @@ void with_packed_bucket(int64_t HW, F&& f) {
     f(Int<8>{}, Int<8>{});
   } else if (HW <= 256) {
     f(Int<32>{}, Int<8>{});
-  } else if (HW <= 1024 || sizeof(acc_t) > 4) {
+  } else if constexpr (sizeof(acc_t) > 4) {
+    f(Int<128>{}, Int<8>{});
+  } else if (HW <= 1024) {
     f(Int<128>{}, Int<8>{});
   } else {
     f(Int<256>{}, Int<16>{});
