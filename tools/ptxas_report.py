@@ -122,6 +122,12 @@ def compile_one(nvcc: str, src: Path, arch: str, includes: list[str], keep: Path
     return proc.stderr + proc.stdout, ptx
 
 
+def to_json(arch: str, rows: list[dict]) -> str:
+    """One kernel per line."""
+    body = ",\n".join("  " + json.dumps(r) for r in rows)
+    return f'{{"arch": "{arch}", "kernels": [\n{body}\n]}}\n'
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="sm_90", choices=sorted(LIMITS))
@@ -149,7 +155,7 @@ def main() -> int:
     spills = [r for r in rows if r["spill_stores"] or r["spill_loads"]]
     single = [r for r in rows if r["threads"] and r["blocks_per_sm"] <= 1]
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.arch}.json").write_text(json.dumps({"arch": args.arch, "kernels": rows}, indent=1) + "\n")
+    (args.out / f"{args.arch}.json").write_text(to_json(args.arch, rows))
     width = max(len(r["kernel"]) for r in rows)
     lines = [f"ptxas -v, {args.arch}, -O3: {len(rows)} kernels, {len(spills)} spilling, "
              f"{len(single)} at 1 block/SM (threads '-': no __launch_bounds__, counted at {UNBOUNDED_THREADS})",
