@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-_SPEC = importlib.util.spec_from_file_location("ptxas_report", Path(__file__).parents[1] / "tools" / "ptxas_report.py")
-ptxas_report = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(ptxas_report)
+_TOOL = Path(__file__).parents[1] / "tools" / "ptxas_report.py"
+_MODULE_SPEC = importlib.util.spec_from_file_location("ptxas_report", _TOOL)
+ptxas_report = importlib.util.module_from_spec(_MODULE_SPEC)
+_MODULE_SPEC.loader.exec_module(ptxas_report)
 
 PTXAS_LOG = """\
 ptxas info    : Compiling entry function '_Z1aPf' for 'sm_90'

@@ -162,7 +162,8 @@ def main() -> int:
              f"{'kernel':<{width}}  regs  spill(st/ld)  stack  smem  threads  blocks/SM (limit)"]
     for r in rows:
         lines.append(f"{r['kernel']:<{width}}  {r['regs']:>4}  {r['spill_stores']:>5}/{r['spill_loads']:<6}  "
-                     f"{r['stack']:>5}  {r['smem']:>4}  {r['threads'] or '-':>7}  {r['blocks_per_sm']:>3} ({r['limiter']})")
+                     f"{r['stack']:>5}  {r['smem']:>4}  {r['threads'] or '-':>7}  "
+                     f"{r['blocks_per_sm']:>3} ({r['limiter']})")
     (args.out / f"{args.arch}.txt").write_text("\n".join(lines) + "\n")
     print(lines[0])
     for r in spills:
