@@ -1,9 +1,10 @@
-// Host-side helpers shared by the CUDA ops: device checks and grid sizes.
+// Host-side helpers shared by the CUDA ops: device checks, memory formats and grid sizes.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/util/Exception.h>
+#include <c10/util/strides.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -17,12 +18,36 @@ inline void check_on_cuda(const char* op, const char* name, const at::Tensor& t)
               t.defined() ? t.device().str() : std::string("undefined"));
 }
 
+// Multiprocessors of the current device, looked up once per device.
+inline int sm_count() {
+  constexpr int kMaxDevices = 64;
+  static int cached[kMaxDevices] = {};
+  int device = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  if (device >= kMaxDevices) device = kMaxDevices - 1;
+  if (cached[device] == 0) {
+    int sms = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    cached[device] = sms;
+  }
+  return cached[device];
+}
+
+// x may be NCHW or NHWC (channels_last, not also contiguous).
+inline bool is_nhwc(const at::Tensor& x) {
+  return !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// The shared argument checks expect NCHW: an NCHW-strided alias of an NHWC tensor's storage
+// lets them check its dtype, device and sizes (the kernels never read through it).
+inline at::Tensor nchw_alias(const at::Tensor& x) {
+  return is_nhwc(x) ? x.as_strided(x.sizes(), c10::contiguous_strides(x.sizes())) : x;
+}
+
 // Blocks for a grid-stride loop over `work` items, `per_block` per block per pass: enough to
 // fill every SM a few times over, never more than the work needs.
 inline unsigned grid_for(int64_t work, int per_block) {
-  int device = 0, sms = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int sms = sm_count();
   const int64_t needed = (work + per_block - 1) / per_block;
   return unsigned(std::max<int64_t>(1, std::min<int64_t>(needed, int64_t(sms) * 8)));
 }

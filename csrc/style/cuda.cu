@@ -1,5 +1,7 @@
-// Instance-norm style extraction on CUDA: one block per (n, c) row, laid out like adain.cu.
-// Rows up to 16K elements stay in registers; longer rows take the looped path, which re-reads.
+// Instance-norm style extraction on CUDA, on the row skeleton of cuda_common/rows.cuh (laid out
+// like adain/cuda.cu): the forward is cuda_common/row_norm.cuh's; the backward has packed rows
+// in registers and split/NHWC rows through chunk sums merged in a fixed order. The double
+// backward keeps one block per NCHW row.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
@@ -14,193 +16,208 @@
 #include "style.h"
 #include "../cuda_common/launch.cuh"
 #include "../cuda_common/reduce.cuh"
+#include "../cuda_common/row_norm.cuh"
 #include "../cuda_common/rows.cuh"
 
 namespace alae_fast {
 namespace {
 
-// Forward. ITEMS == 0: looped path with sums shifted by the row's first value (robust variance).
-template <typename scalar_t, int VEC, int ITEMS, int THREADS>
-__global__ void __launch_bounds__(THREADS) style_fwd_kernel(
-    const scalar_t* __restrict__ x,                     // [N*C, HW]
-    const at::opmath_type<scalar_t>* __restrict__ bias,  // [C]
-    scalar_t* __restrict__ y,                           // [N*C, HW]
-    at::opmath_type<scalar_t>* __restrict__ stats,       // [N, 2C] (mean | std)
-    int C, int HW, at::opmath_type<scalar_t> eps, at::opmath_type<scalar_t> leaky_slope) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int row = blockIdx.x, n = row / C, c = row % C;
-  const scalar_t* xr = x + int64_t(row) * HW;
-  scalar_t* yr = y + int64_t(row) * HW;
-  const acc_t b = bias[c], slope = leaky_slope, inv_hw = acc_t(1) / acc_t(HW);
-  auto act = [&](scalar_t xv) { return leaky(acc_t(xv) + b, slope); };
-  acc_t mean, var;
-  if constexpr (ITEMS > 0) {
-    constexpr int NV = ITEMS / VEC;  // vectors per thread
-    acc_t t[ITEMS];
-    acc_t s[1] = {acc_t(0)};
-#pragma unroll
-    for (int j = 0; j < NV; ++j) {
-      const int i = (j * THREADS + int(threadIdx.x)) * VEC;
-      if (i < HW) {
-        const auto xv = load_vec<VEC>(xr + i);
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) {
-          t[j * VEC + k] = act(xv.v[k]);
-          s[0] += t[j * VEC + k];
-        }
-      }
-    }
-    block_sum(s);
-    mean = s[0] * inv_hw;
-    acc_t sq[1] = {acc_t(0)};
-#pragma unroll
-    for (int j = 0; j < NV; ++j) {
-      if ((j * THREADS + int(threadIdx.x)) * VEC < HW) {
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) sq[0] += (t[j * VEC + k] - mean) * (t[j * VEC + k] - mean);
-      }
-    }
-    block_sum(sq);
-    var = sq[0] * inv_hw;
-    const acc_t rstd = acc_t(1) / sqrt(var + eps);
-#pragma unroll
-    for (int j = 0; j < NV; ++j) {
-      const int i = (j * THREADS + int(threadIdx.x)) * VEC;
-      if (i < HW) {
-        Vec<scalar_t, VEC> out;
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) out.v[k] = scalar_t((t[j * VEC + k] - mean) * rstd);
-        store_vec<VEC>(yr + i, out);
-      }
-    }
-  } else {
-    const acc_t ref = act(xr[0]);
-    acc_t s[2] = {acc_t(0), acc_t(0)};  // sum (t - ref), sum (t - ref)^2
-    for (int i = int(threadIdx.x) * VEC; i < HW; i += THREADS * VEC) {
-      const auto xv = load_vec<VEC>(xr + i);
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        const acc_t d = act(xv.v[k]) - ref;
-        s[0] += d;
-        s[1] += d * d;
-      }
-    }
-    block_sum(s);
-    const acc_t dmean = s[0] * inv_hw;
-    mean = ref + dmean;
-    var = s[1] * inv_hw - dmean * dmean;
-    var = var > acc_t(0) ? var : acc_t(0);
-    const acc_t rstd = acc_t(1) / sqrt(var + eps);
-    for (int i = int(threadIdx.x) * VEC; i < HW; i += THREADS * VEC) {
-      const auto xv = load_vec<VEC>(xr + i);
-      Vec<scalar_t, VEC> out;
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) out.v[k] = scalar_t((act(xv.v[k]) - mean) * rstd);
-      store_vec<VEC>(yr + i, out);
-    }
-  }
-  if (threadIdx.x == 0) {
-    stats[int64_t(n) * 2 * C + c] = mean;
-    stats[int64_t(n) * 2 * C + C + c] = sqrt(var);
-  }
-}
+// Per-row constants: the bias, the slope, and (backward) the statistics and their gradients.
+template <typename acc_t>
+struct StyleRow {
+  acc_t b, slope;
+  __device__ __forceinline__ acc_t pre(acc_t x) const { return x + b; }
+  __device__ __forceinline__ acc_t act(acc_t x) const { return leaky(pre(x), slope); }
+};
 
-// Backward from grad_y and grad_stats = (d mean | d std). Recomputes the pre-activation from x;
-// writes grad_x and per-row partial sums of grad_bias (reduced over N afterwards).
-template <typename scalar_t, int VEC, int ITEMS, int THREADS>
-__global__ void __launch_bounds__(THREADS) style_bwd_kernel(
+// The forward on the shared row skeleton: t = lrelu(x + b), y = (t − mean)·rstd, stats (mean | std).
+template <typename scalar_t_>
+struct StyleFwd {
+  using scalar_t = scalar_t_;
+  using acc_t = at::opmath_type<scalar_t>;
+  using Row = StyleRow<acc_t>;
+  const scalar_t* x;  // [N, C, H, W] (NCHW or NHWC)
+  const acc_t* bias;   // [C]
+  acc_t eps, slope;
+
+  __device__ __forceinline__ Row row(int, int c) const { return {bias[c], slope}; }
+  template <int VEC>
+  __device__ __forceinline__ void act(const Row& r, int64_t x_index, int64_t, acc_t (&t)[VEC]) const {
+    load_acc<VEC>(x, x_index, t);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) t[k] = r.act(t[k]);
+  }
+  __device__ __forceinline__ acc_t out(const Row&, acc_t centred, acc_t rstd) const { return centred * rstd; }
+  __device__ __forceinline__ acc_t stat(acc_t var, acc_t) const { return sqrt(var); }
+};
+
+// Backward from grad_y and grad_stats = (d mean | d std):
+//   dt = rstd·(g − mean(g) − cen·rstd·mean(g·cen·rstd)) + g_mean + g_std·cen,  cen = t − mean,
+// with g_mean = d mean / HW and g_std = d std / (HW·std) (0 where std is 0: sqrt's gradient
+// there is taken as 0); dpre = dt·lrelu'(pre). The stored mean is an fp32 rounding: a first
+// pass also sums cen, and cen is re-centred by its mean, so that Σ cen and Σ dpre (the bias
+// gradient) do not pick up HW times that rounding on rows with |mean| ≫ std.
+template <typename acc_t>
+struct StyleGrad {
+  acc_t mean, rstd, g_mean, g_std, mean_cen, mean_g, mean_gx;
+  __device__ __forceinline__ StyleGrad(const acc_t* stats, const acc_t* grad_stats, int n, int c, int C, int HW,
+                                       acc_t eps) {
+    const acc_t inv_hw = quotient(acc_t(1), acc_t(HW)), sd = stats[int64_t(n) * 2 * C + C + c];
+    mean = stats[int64_t(n) * 2 * C + c];
+    rstd = rsqrt(sd * sd + eps);
+    g_mean = grad_stats[int64_t(n) * 2 * C + c] * inv_hw;
+    g_std = sd == acc_t(0) ? acc_t(0) : quotient(grad_stats[int64_t(n) * 2 * C + C + c] * inv_hw, sd);
+    mean_cen = mean_g = mean_gx = acc_t(0);
+  }
+  __device__ __forceinline__ acc_t centred(const StyleRow<acc_t>& r, acc_t pre) const {
+    return leaky(pre, r.slope) - mean - mean_cen;
+  }
+  // From the first pass's sums (Σ g | Σ g·cen | Σ cen), cen not yet re-centred.
+  __device__ __forceinline__ void set_sums(const acc_t (&s)[3], int HW) {
+    const acc_t inv_hw = quotient(acc_t(1), acc_t(HW));
+    mean_cen = s[2] * inv_hw;
+    mean_g = s[0] * inv_hw;
+    mean_gx = (s[1] - mean_cen * s[0]) * inv_hw * rstd;  // mean of g·xhat
+  }
+  __device__ __forceinline__ acc_t dpre(const StyleRow<acc_t>& r, acc_t pre, acc_t g) const {
+    const acc_t cen = centred(r, pre);
+    return (rstd * (g - mean_g - cen * rstd * mean_gx) + g_mean + g_std * cen) * leaky_grad(pre, r.slope);
+  }
+};
+
+// Packed rows. Writes grad_x and the row's Σ dpre (grad_bias's partial).
+template <typename scalar_t, int VEC, int GROUP, int ITEMS, int THREADS>
+__global__ void __launch_bounds__(THREADS, min_blocks_per_sm(THREADS)) style_bwd_packed_kernel(
     const scalar_t* __restrict__ grad_y,                      // [N*C, HW]
     const at::opmath_type<scalar_t>* __restrict__ grad_stats,  // [N, 2C]
     const scalar_t* __restrict__ x,                           // [N*C, HW]
     const at::opmath_type<scalar_t>* __restrict__ bias,        // [C]
     const at::opmath_type<scalar_t>* __restrict__ stats,       // [N, 2C] (mean | std)
     scalar_t* __restrict__ grad_x,                            // [N*C, HW]
-    at::opmath_type<scalar_t>* __restrict__ partial_b,         // [N*C]
-    int C, int HW, at::opmath_type<scalar_t> eps, at::opmath_type<scalar_t> leaky_slope) {
+    at::opmath_type<scalar_t>* __restrict__ partial_b,         // [1, N*C]
+    int rows, int C, int HW, at::opmath_type<scalar_t> eps, at::opmath_type<scalar_t> slope) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int row = blockIdx.x, n = row / C, c = row % C;
+  constexpr int NV = ITEMS / VEC;  // vectors per lane
+  const int lane = threadIdx.x % GROUP, row = blockIdx.x * (THREADS / GROUP) + threadIdx.x / GROUP;
+  const bool in_range = row < rows;
+  const int hw = in_range ? HW : 0, n = in_range ? row / C : 0, c = in_range ? row % C : 0;
   const int64_t base = int64_t(row) * HW;
-  const scalar_t* gr = grad_y + base;
-  const scalar_t* xr = x + base;
-  scalar_t* gxr = grad_x + base;
-  const acc_t b = bias[c], slope = leaky_slope, inv_hw = acc_t(1) / acc_t(HW);
-  const acc_t mean = stats[int64_t(n) * 2 * C + c], std = stats[int64_t(n) * 2 * C + C + c];
-  const acc_t rstd = acc_t(1) / sqrt(std * std + eps);
-  // Gradients reaching t through the mean and std outputs; d std / d t is 0 where std is 0.
-  const acc_t g_mean = grad_stats[int64_t(n) * 2 * C + c] * inv_hw;
-  const acc_t g_std = std > acc_t(0) ? grad_stats[int64_t(n) * 2 * C + C + c] * inv_hw / std : acc_t(0);
-  acc_t s[2] = {acc_t(0), acc_t(0)};  // sum g, sum g * xhat
-  acc_t p[1] = {acc_t(0)};            // sum dpre
-  auto dpre_of = [&](acc_t pre, acc_t g, acc_t mean_g, acc_t mean_gx) {
-    const acc_t centered = leaky(pre, slope) - mean;
-    const acc_t dt = rstd * (g - mean_g - centered * rstd * mean_gx) + g_mean + g_std * centered;
-    return dt * leaky_grad(pre, slope);
-  };
-  if constexpr (ITEMS > 0) {
-    constexpr int NV = ITEMS / VEC;  // vectors per thread
-    acc_t pre[ITEMS], g[ITEMS];
+  const StyleRow<acc_t> r{bias[c], slope};
+  StyleGrad<acc_t> grad(stats, grad_stats, n, c, C, HW, eps);
+  acc_t pre[ITEMS], g[ITEMS];
+  acc_t s[3] = {acc_t(0), acc_t(0), acc_t(0)};  // Σ g, Σ g·cen, Σ cen
 #pragma unroll
-    for (int j = 0; j < NV; ++j) {
-      const int i = (j * THREADS + int(threadIdx.x)) * VEC;
-      if (i < HW) {
-        const auto gv = load_vec<VEC>(gr + i), xv = load_vec<VEC>(xr + i);
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) {
-          pre[j * VEC + k] = acc_t(xv.v[k]) + b;
-          g[j * VEC + k] = acc_t(gv.v[k]);
-          s[0] += g[j * VEC + k];
-          s[1] += g[j * VEC + k] * (leaky(pre[j * VEC + k], slope) - mean) * rstd;
-        }
-      }
-    }
-    block_sum(s);
-    const acc_t mean_g = s[0] * inv_hw, mean_gx = s[1] * inv_hw;
-#pragma unroll
-    for (int j = 0; j < NV; ++j) {
-      const int i = (j * THREADS + int(threadIdx.x)) * VEC;
-      if (i < HW) {
-        Vec<scalar_t, VEC> out;
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) {
-          const acc_t d = dpre_of(pre[j * VEC + k], g[j * VEC + k], mean_g, mean_gx);
-          out.v[k] = scalar_t(d);
-          p[0] += d;
-        }
-        store_vec<VEC>(gxr + i, out);
-      }
-    }
-  } else {
-    for (int i = int(threadIdx.x) * VEC; i < HW; i += THREADS * VEC) {
-      const auto gv = load_vec<VEC>(gr + i), xv = load_vec<VEC>(xr + i);
+  for (int j = 0; j < NV; ++j) {
+    const int p = (j * GROUP + lane) * VEC;
+    if (p < hw) {
+      acc_t gv[VEC], xv[VEC];
+      load_acc<VEC>(grad_y, base + p, gv);
+      load_acc<VEC>(x, base + p, xv);
 #pragma unroll
       for (int k = 0; k < VEC; ++k) {
-        const acc_t g = acc_t(gv.v[k]);
-        s[0] += g;
-        s[1] += g * (leaky(acc_t(xv.v[k]) + b, slope) - mean) * rstd;
+        g[j * VEC + k] = gv[k];
+        pre[j * VEC + k] = r.pre(xv[k]);
+        const acc_t cen = grad.centred(r, pre[j * VEC + k]);
+        s[0] += gv[k];
+        s[1] += gv[k] * cen;
+        s[2] += cen;
       }
-    }
-    block_sum(s);
-    const acc_t mean_g = s[0] * inv_hw, mean_gx = s[1] * inv_hw;
-    for (int i = int(threadIdx.x) * VEC; i < HW; i += THREADS * VEC) {
-      const auto gv = load_vec<VEC>(gr + i), xv = load_vec<VEC>(xr + i);
-      Vec<scalar_t, VEC> out;
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        const acc_t d = dpre_of(acc_t(xv.v[k]) + b, acc_t(gv.v[k]), mean_g, mean_gx);
-        out.v[k] = scalar_t(d);
-        p[0] += d;
-      }
-      store_vec<VEC>(gxr + i, out);
     }
   }
-  block_sum(p);
-  if (threadIdx.x == 0) partial_b[row] = p[0];
+  sum_group<GROUP>(s);
+  grad.set_sums(s, HW);
+  acc_t q[1] = {acc_t(0)};  // Σ dpre
+#pragma unroll
+  for (int j = 0; j < NV; ++j) {
+    const int p = (j * GROUP + lane) * VEC;
+    if (p < hw) {
+      acc_t out[VEC];
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        out[k] = grad.dpre(r, pre[j * VEC + k], g[j * VEC + k]);
+        q[0] += out[k];
+      }
+      store_acc<VEC>(grad_x, base + p, out);
+    }
+  }
+  sum_group<GROUP>(q);
+  if (in_range && lane == 0) partial_b[row] = q[0];
+}
+
+// Split rows, pass 1: chunk sums (Σ g | Σ g·cen | Σ cen).
+template <typename scalar_t, typename Tile>
+__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) style_bwd_sums_kernel(
+    const scalar_t* __restrict__ grad_y,                      // like x
+    const at::opmath_type<scalar_t>* __restrict__ grad_stats,  // [N, 2C]
+    const scalar_t* __restrict__ x,                           // [N, C, H, W] (NCHW or NHWC)
+    const at::opmath_type<scalar_t>* __restrict__ bias,        // [C]
+    const at::opmath_type<scalar_t>* __restrict__ stats,       // [N, 2C] (mean | std)
+    at::opmath_type<scalar_t>* __restrict__ partial_s,         // [3, splits, N*C]
+    int C, int HW, int chunk, at::opmath_type<scalar_t> eps, at::opmath_type<scalar_t> slope) {
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr int VEC = Tile::kVec;
+  const Tile tile(C, HW, chunk);
+  const int c = tile.active() ? tile.c : 0;
+  const StyleRow<acc_t> r{bias[c], slope};
+  const StyleGrad<acc_t> grad(stats, grad_stats, tile.n, c, C, HW, eps);
+  acc_t s[3] = {acc_t(0), acc_t(0), acc_t(0)};
+  tile.for_each([&](int p) {
+    acc_t gv[VEC], xv[VEC];
+    load_acc<VEC>(grad_y, tile.x_at(p), gv);
+    load_acc<VEC>(x, tile.x_at(p), xv);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      const acc_t cen = grad.centred(r, r.pre(xv[k]));
+      s[0] += gv[k];
+      s[1] += gv[k] * cen;
+      s[2] += cen;
+    }
+  });
+  tile.sum(s);
+  if (tile.writes_row()) store_chunk_sums(partial_s, tile.rows, tile.splits, tile.split, tile.row, s);
+}
+
+// Split rows, pass 2: grad_x of one chunk and its Σ dpre.
+template <typename scalar_t, typename Tile>
+__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) style_bwd_apply_kernel(
+    const scalar_t* __restrict__ grad_y,                      // like x
+    const at::opmath_type<scalar_t>* __restrict__ grad_stats,  // [N, 2C]
+    const scalar_t* __restrict__ x,                           // [N, C, H, W] (NCHW or NHWC)
+    const at::opmath_type<scalar_t>* __restrict__ bias,        // [C]
+    const at::opmath_type<scalar_t>* __restrict__ stats,       // [N, 2C] (mean | std)
+    const at::opmath_type<scalar_t>* __restrict__ partial_s,   // [3, splits, N*C] (Σ g | Σ g·cen | Σ cen)
+    scalar_t* __restrict__ grad_x,                            // like x
+    at::opmath_type<scalar_t>* __restrict__ partial_b,         // [splits, N*C]
+    int C, int HW, int chunk, at::opmath_type<scalar_t> eps, at::opmath_type<scalar_t> slope) {
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr int VEC = Tile::kVec;
+  const Tile tile(C, HW, chunk);
+  const int c = tile.active() ? tile.c : 0;
+  const StyleRow<acc_t> r{bias[c], slope};
+  StyleGrad<acc_t> grad(stats, grad_stats, tile.n, c, C, HW, eps);
+  acc_t s[3];
+  row_sums(partial_s, tile.rows, tile.splits, tile.row, s);
+  grad.set_sums(s, HW);
+  acc_t q[1] = {acc_t(0)};
+  tile.for_each([&](int p) {
+    acc_t gv[VEC], xv[VEC];
+    load_acc<VEC>(grad_y, tile.x_at(p), gv);
+    load_acc<VEC>(x, tile.x_at(p), xv);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      gv[k] = grad.dpre(r, r.pre(xv[k]), gv[k]);
+      q[0] += gv[k];
+    }
+    store_acc<VEC>(grad_x, tile.x_at(p), gv);
+  });
+  tile.sum(q);
+  if (tile.writes_row()) store_chunk_sums(partial_b, tile.rows, tile.splits, tile.split, tile.row, q);
 }
 
 // Backward of the backward (R1's second order); the formulas are those of csrc/cpu/style.cpp's style_bwd2.
 // Two passes over the row: five row sums, then g_grad_y and g_x.
 template <typename scalar_t, int THREADS>
-__global__ void __launch_bounds__(THREADS) style_bwd2_kernel(
+__global__ void __launch_bounds__(THREADS, min_blocks_per_sm(THREADS)) style_bwd2_kernel(
     const scalar_t* __restrict__ grad_y,                      // [N*C, HW]
     const at::opmath_type<scalar_t>* __restrict__ grad_stats,  // [N, 2C]
     const scalar_t* __restrict__ x,                           // [N*C, HW]
@@ -254,70 +271,91 @@ __global__ void __launch_bounds__(THREADS) style_bwd2_kernel(
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> style_fwd_cuda(const at::Tensor& x,       // [N, C, H, W]
-                                                  const at::Tensor& bias,    // [C] acc
+std::tuple<at::Tensor, at::Tensor> style_fwd_cuda(const at::Tensor& x,     // [N, C, H, W], NCHW or NHWC
+                                                  const at::Tensor& bias,  // [C] acc
                                                   double eps, double leaky_slope) {
   check_on_cuda("style_fwd", "x", x);
-  check_style_args("style_fwd", x, bias);
+  check_style_args("style_fwd", nchw_alias(x), bias);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
-  auto y = at::empty_like(x);
+  const bool nhwc = is_nhwc(x);
+  auto y = at::empty_like(x);  // keeps x's memory format
   auto stats = at::zeros({N, 2 * C}, bias.options());
   if (x.numel() == 0) return {y, stats};
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  const RowPlan plan = plan_rows(N, C, HW, nhwc, x.scalar_type() == at::kDouble, sm_count());
+  auto partial = at::empty({plan.packed ? 0 : 2 * plan.splits * N * C}, bias.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "style_fwd_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const bool vectorised =
-        HW % vec16<scalar_t>() == 0 && aligned16(x.const_data_ptr()) && aligned16(y.const_data_ptr());
-    with_vec<scalar_t>(vectorised, [&](auto vec) {
-      with_row_bucket<acc_t>(HW, [&](auto items, auto threads) {
-        constexpr int kThreads = decltype(threads)::value;
-        style_fwd_kernel<scalar_t, decltype(vec)::value, decltype(items)::value, kThreads>
-            <<<unsigned(N * C), kThreads, 0, stream>>>(x.const_data_ptr<scalar_t>(), bias.const_data_ptr<acc_t>(),
-                                                       y.mutable_data_ptr<scalar_t>(), stats.mutable_data_ptr<acc_t>(),
-                                                       int(C), int(HW), acc_t(eps), acc_t(leaky_slope));
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      });
-    });
+        !nhwc && HW % vec16<scalar_t>() == 0 && aligned16(x.const_data_ptr()) && aligned16(y.const_data_ptr());
+    const StyleFwd<scalar_t> op{x.const_data_ptr<scalar_t>(), bias.const_data_ptr<acc_t>(), acc_t(eps),
+                                acc_t(leaky_slope)};
+    launch_row_norm(op, y.mutable_data_ptr<scalar_t>(), stats.mutable_data_ptr<acc_t>(), plan, nhwc, vectorised, N,
+                    C, HW, partial, c10::cuda::getCurrentCUDAStream());
   });
   return {y, stats};
 }
 
-std::tuple<at::Tensor, at::Tensor> style_bwd_cuda(const at::Tensor& grad_y,      // [N, C, H, W]
+std::tuple<at::Tensor, at::Tensor> style_bwd_cuda(const at::Tensor& grad_y,      // [N, C, H, W], x's memory format
                                                   const at::Tensor& grad_stats,  // [N, 2C] acc
-                                                  const at::Tensor& x,           // [N, C, H, W]
+                                                  const at::Tensor& x,           // [N, C, H, W], NCHW or NHWC
                                                   const at::Tensor& bias,        // [C] acc
                                                   const at::Tensor& stats,       // [N, 2C] acc, (mean | std)
                                                   double eps, double leaky_slope) {
   check_on_cuda("style_bwd", "x", x);
-  check_style_args("style_bwd", x, bias);
+  const bool nhwc = is_nhwc(x);
+  TORCH_CHECK(is_nhwc(grad_y) == nhwc, "style_bwd: argument 'grad_y' must have the memory format of 'x'");
+  check_style_args("style_bwd", nchw_alias(x), bias);
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
-  check_tensor("style_bwd", "grad_y", grad_y, x.device(), x.scalar_type(), x.sizes().vec(), "[N, C, H, W]");
+  check_tensor("style_bwd", "grad_y", nchw_alias(grad_y), x.device(), x.scalar_type(), x.sizes().vec(),
+               "[N, C, H, W]");
   check_tensor("style_bwd", "grad_stats", grad_stats, x.device(), bias.scalar_type(), {N, 2 * C}, "[N, 2C]");
   check_tensor("style_bwd", "stats", stats, x.device(), bias.scalar_type(), {N, 2 * C}, "[N, 2C]");
   const c10::cuda::CUDAGuard guard(x.device());
   auto grad_x = at::empty_like(x);
   auto grad_b = at::zeros_like(bias);
   if (x.numel() == 0) return {grad_x, grad_b};
-  auto partial_b = at::empty({N, C}, bias.options());  // per-(n, c) partial sums, reduced over N below
+  const RowPlan plan = plan_rows(N, C, HW, nhwc, x.scalar_type() == at::kDouble, sm_count());
+  auto partial_b = at::empty({plan.splits, N * C}, bias.options());  // Σ dpre per chunk, summed below in order
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "style_bwd_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const bool vectorised = HW % vec16<scalar_t>() == 0 && aligned16(grad_y.const_data_ptr()) &&
+    const bool vectorised = !nhwc && HW % vec16<scalar_t>() == 0 && aligned16(grad_y.const_data_ptr()) &&
                             aligned16(x.const_data_ptr()) && aligned16(grad_x.const_data_ptr());
-    with_vec<scalar_t>(vectorised, [&](auto vec) {
-      with_row_bucket<acc_t>(HW, [&](auto items, auto threads) {
-        constexpr int kThreads = decltype(threads)::value;
-        style_bwd_kernel<scalar_t, decltype(vec)::value, decltype(items)::value, kThreads>
-            <<<unsigned(N * C), kThreads, 0, stream>>>(
-                grad_y.const_data_ptr<scalar_t>(), grad_stats.const_data_ptr<acc_t>(), x.const_data_ptr<scalar_t>(),
-                bias.const_data_ptr<acc_t>(), stats.const_data_ptr<acc_t>(), grad_x.mutable_data_ptr<scalar_t>(),
-                partial_b.mutable_data_ptr<acc_t>(), int(C), int(HW), acc_t(eps), acc_t(leaky_slope));
+    if (plan.packed) {
+      with_vec<scalar_t>(vectorised, [&](auto vec) {
+        with_packed_bucket<acc_t>(HW, [&](auto group, auto items) {
+          constexpr int kGroup = decltype(group)::value, kThreads = kPackedThreads(kGroup);
+          const unsigned blocks = unsigned((N * C + kThreads / kGroup - 1) / (kThreads / kGroup));
+          style_bwd_packed_kernel<scalar_t, decltype(vec)::value, kGroup, decltype(items)::value, kThreads>
+              <<<blocks, kThreads, 0, stream>>>(
+                  grad_y.const_data_ptr<scalar_t>(), grad_stats.const_data_ptr<acc_t>(),
+                  x.const_data_ptr<scalar_t>(), bias.const_data_ptr<acc_t>(), stats.const_data_ptr<acc_t>(),
+                  grad_x.mutable_data_ptr<scalar_t>(), partial_b.mutable_data_ptr<acc_t>(), int(N * C), int(C),
+                  int(HW), acc_t(eps), acc_t(leaky_slope));
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        });
+      });
+    } else {
+      auto partial_s = at::empty({3, plan.splits, N * C}, bias.options());
+      with_split_tile<scalar_t>(nhwc, vectorised, plan, N, C, [&](auto tile, dim3 grid, dim3 block) {
+        using Tile = typename decltype(tile)::type;
+        style_bwd_sums_kernel<scalar_t, Tile><<<grid, block, 0, stream>>>(
+            grad_y.const_data_ptr<scalar_t>(), grad_stats.const_data_ptr<acc_t>(), x.const_data_ptr<scalar_t>(),
+            bias.const_data_ptr<acc_t>(), stats.const_data_ptr<acc_t>(), partial_s.mutable_data_ptr<acc_t>(), int(C),
+            int(HW), plan.chunk, acc_t(eps), acc_t(leaky_slope));
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        style_bwd_apply_kernel<scalar_t, Tile><<<grid, block, 0, stream>>>(
+            grad_y.const_data_ptr<scalar_t>(), grad_stats.const_data_ptr<acc_t>(), x.const_data_ptr<scalar_t>(),
+            bias.const_data_ptr<acc_t>(), stats.const_data_ptr<acc_t>(), partial_s.const_data_ptr<acc_t>(),
+            grad_x.mutable_data_ptr<scalar_t>(), partial_b.mutable_data_ptr<acc_t>(), int(C), int(HW), plan.chunk,
+            acc_t(eps), acc_t(leaky_slope));
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
-    });
+    }
+    // partial_b is [splits·N, C]: summed over its rows in order.
     sum_over_n_kernel<acc_t><<<unsigned((C + 255) / 256), 256, 0, stream>>>(
-        partial_b.const_data_ptr<acc_t>(), grad_b.mutable_data_ptr<acc_t>(), int(N), int(C));
+        partial_b.const_data_ptr<acc_t>(), grad_b.mutable_data_ptr<acc_t>(), int(plan.splits * N), int(C));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {grad_x, grad_b};
@@ -364,10 +402,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> style_bwd2_cuda(
     };
     if (HW <= 1024) {
       launch(Int<128>{});
-    } else if (HW <= 4096) {
-      launch(Int<256>{});
     } else {
-      launch(Int<512>{});
+      launch(Int<256>{});
     }
     sum_over_n_kernel<acc_t><<<unsigned((C + 255) / 256), 256, 0, stream>>>(
         partial_b.const_data_ptr<acc_t>(), g_b.mutable_data_ptr<acc_t>(), int(N), int(C));

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from alae_fast.ops import _backend, _checks
+from alae_fast.ops._layout import kernel_format
 from alae_fast.ops.constants import LEAKY_SLOPE
 
 EPS = 1e-5  # the instance norm's
@@ -55,8 +56,7 @@ def _style_op(x: torch.Tensor, bias: torch.Tensor, backend: str) -> tuple[torch.
 
 @_style_op.register_fake
 def _(x, bias, backend):
-    return (torch.empty_like(x, memory_format=torch.contiguous_format),
-            bias.new_empty((x.shape[0], 2 * x.shape[1])))
+    return torch.empty_like(x), bias.new_empty((x.shape[0], 2 * x.shape[1]))  # y keeps x's (kernel) memory format
 
 
 @torch.library.custom_op("alae_fast::style_extract_backward", mutates_args=())
@@ -69,7 +69,7 @@ def _style_backward_op(
 
 @_style_backward_op.register_fake
 def _(grad_y, grad_stats, x, bias, stats, backend):
-    return torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(bias)
+    return torch.empty_like(x), torch.empty_like(bias)
 
 
 def _setup(ctx, inputs, output):
@@ -80,8 +80,8 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad_y, grad_stats):
     x, bias, stats = ctx.saved_tensors
-    gx, gb = _style_backward_op(grad_y.contiguous(), grad_stats.to(stats.dtype).contiguous(), x, bias, stats,
-                                ctx.backend)
+    gx, gb = _style_backward_op(grad_y.contiguous(memory_format=kernel_format(x, ctx.backend)),
+                                grad_stats.to(stats.dtype).contiguous(), x, bias, stats, ctx.backend)
     return gx, gb, None
 
 
@@ -111,8 +111,10 @@ def _double_backward(ctx, ggx, ggb):
     if ggx is None and ggb is None:
         return None, None, None, None, None, None
     grad_y, grad_stats, x, bias, stats = ctx.saved_tensors
+    # The double-backward kernels read NCHW: an NHWC x (cuda) is copied here.
     g_grad_y, g_grad_stats, gx, gb = _style_double_backward_op(
-        grad_y, grad_stats, x, bias, stats, None if ggx is None else ggx.contiguous(), ggb, ctx.backend)
+        grad_y.contiguous(), grad_stats, x.contiguous(), bias, stats, None if ggx is None else ggx.contiguous(), ggb,
+        ctx.backend)
     return g_grad_y, g_grad_stats, gx, gb, None, None
 
 
@@ -137,5 +139,5 @@ def style_extract(x, bias, *, impl: str = "auto", style_dtype: torch.dtype | Non
         y, stats = _style_stats_ref(x, bias)
         return y, stats.to(style_dtype)
     acc = _backend.acc_dtype(x.dtype)
-    y, stats = _style_op(x.contiguous(), bias.to(acc).contiguous(), backend)
+    y, stats = _style_op(x.contiguous(memory_format=kernel_format(x, backend)), bias.to(acc).contiguous(), backend)
     return y, stats.to(style_dtype)

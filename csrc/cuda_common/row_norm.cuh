@@ -1,0 +1,163 @@
+// The instance-norm forward shared by adain and style: t = Op.act(...) per element, the row's
+// moments, then y = Op.out(t − mean, rstd) and the row statistics (mean | Op.stat(var, rstd)).
+//
+// Moments are taken of t − shift, shift = the row's first t: a row with |mean| ≫ std then keeps
+// its deviations exact, and y uses the shifted mean, not its fp32 rounding.
+//
+// An Op is a small struct passed by value to the kernels:
+//   using scalar_t, acc_t;  Row  (per-row constants);  acc_t eps;
+//   Row row(int n, int c) const;
+//   template <int VEC> void act(const Row&, int64_t x_index, int64_t pixel_index, acc_t (&t)[VEC]) const;
+//   acc_t out(const Row&, acc_t centred, acc_t rstd) const;
+//   acc_t stat(acc_t var, acc_t rstd) const;   // the second statistic written to stats[:, C:]
+#pragma once
+
+#include <c10/cuda/CUDAException.h>
+#include <cuda_runtime.h>
+
+#include "rows.cuh"
+
+namespace alae_fast {
+
+// The row's shift: t at element 0 (x_index, pixel_index), or 0 when that is not finite, so that
+// an inf reaches the moments as an inf (mean ±inf, variance NaN, as in the reference).
+template <typename Op>
+__device__ __forceinline__ typename Op::acc_t row_shift(const Op& op, const typename Op::Row& r, int64_t x_index,
+                                                        int64_t pixel_index) {
+  typename Op::acc_t t[1];
+  op.template act<1>(r, x_index, pixel_index, t);
+  return isfinite(t[0]) ? t[0] : typename Op::acc_t(0);
+}
+
+// Packed rows: GROUP lanes per row, ITEMS elements per lane in registers, THREADS / GROUP rows
+// per block. Rows past N*C run with no elements so that every lane joins the shuffles.
+template <typename Op, int VEC, int GROUP, int ITEMS, int THREADS>
+__global__ void __launch_bounds__(THREADS, min_blocks_per_sm(THREADS)) row_norm_packed_kernel(
+    Op op,
+    typename Op::scalar_t* __restrict__ y,  // [N*C, HW]
+    typename Op::acc_t* __restrict__ stats,  // [N, 2C] (mean | Op.stat)
+    int rows, int C, int HW) {
+  using acc_t = typename Op::acc_t;
+  constexpr int NV = ITEMS / VEC;  // vectors per lane
+  const int lane = threadIdx.x % GROUP, row = blockIdx.x * (THREADS / GROUP) + threadIdx.x / GROUP;
+  const bool in_range = row < rows;
+  const int hw = in_range ? HW : 0, n = in_range ? row / C : 0, c = in_range ? row % C : 0;
+  const int64_t base = int64_t(row) * HW, pixel_base = int64_t(n) * HW;
+  const typename Op::Row r = op.row(n, c);
+  const acc_t shift = in_range ? row_shift(op, r, base, pixel_base) : acc_t(0);
+  acc_t t[ITEMS];  // t − shift
+  int valid = 0;
+#pragma unroll
+  for (int j = 0; j < NV; ++j) {
+    const int p = (j * GROUP + lane) * VEC;
+    if (p < hw) {
+      acc_t v[VEC];
+      op.template act<VEC>(r, base + p, pixel_base + p, v);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) t[j * VEC + k] = v[k] - shift;
+      valid += VEC;
+    }
+  }
+  const Moments<acc_t> m = merge_group<GROUP>(moments_of(t, valid));
+  if (!in_range) return;
+  const acc_t var = variance_of(m), rstd = rsqrt(var + op.eps);
+#pragma unroll
+  for (int j = 0; j < NV; ++j) {
+    const int p = (j * GROUP + lane) * VEC;
+    if (p < hw) {
+      acc_t out[VEC];
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) out[k] = op.out(r, t[j * VEC + k] - m.mean, rstd);
+      store_acc<VEC>(y, base + p, out);
+    }
+  }
+  if (lane == 0) {
+    stats[int64_t(n) * 2 * C + c] = shift + m.mean;
+    stats[int64_t(n) * 2 * C + C + c] = op.stat(var, rstd);
+  }
+}
+
+// Split rows, pass 1: the moments of one chunk of t.
+template <typename Op, typename Tile>
+__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) row_moments_kernel(
+    Op op,
+    typename Op::acc_t* __restrict__ partial,  // [2, splits, N*C] (mean | m2)
+    int C, int HW, int chunk) {
+  using acc_t = typename Op::acc_t;
+  constexpr int VEC = Tile::kVec;
+  const Tile tile(C, HW, chunk);
+  const typename Op::Row r = op.row(tile.n, tile.active() ? tile.c : 0);
+  const acc_t shift = tile.active() ? row_shift(op, r, tile.x_at(0), tile.pixel_at(0)) : acc_t(0);
+  Moments<acc_t> m{acc_t(0), acc_t(0), acc_t(0)};  // of t − shift
+  tile.for_each([&](int p) {
+    acc_t t[VEC];
+    op.template act<VEC>(r, tile.x_at(p), tile.pixel_at(p), t);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) t[k] -= shift;
+    m = merge(m, moments_of(t, VEC));
+  });
+  m = tile.merge(m);
+  if (tile.writes_row()) store_chunk_moments(partial, tile.rows, tile.splits, tile.split, tile.row, m);
+}
+
+// Split rows, pass 2: merge the row's chunk moments in order, then normalise one chunk.
+template <typename Op, typename Tile>
+__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) row_norm_apply_kernel(
+    Op op,
+    const typename Op::acc_t* __restrict__ partial,  // [2, splits, N*C] (mean | m2)
+    typename Op::scalar_t* __restrict__ y,           // like x (NCHW or NHWC)
+    typename Op::acc_t* __restrict__ stats,          // [N, 2C] (mean | Op.stat)
+    int C, int HW, int chunk) {
+  using acc_t = typename Op::acc_t;
+  constexpr int VEC = Tile::kVec;
+  const Tile tile(C, HW, chunk);
+  if (!tile.active()) return;
+  const typename Op::Row r = op.row(tile.n, tile.c);
+  const acc_t shift = row_shift(op, r, tile.x_at(0), tile.pixel_at(0));
+  const Moments<acc_t> m = row_moments(partial, tile.rows, tile.splits, tile.row, chunk, HW);  // of t − shift
+  const acc_t var = variance_of(m), rstd = rsqrt(var + op.eps);
+  tile.for_each([&](int p) {
+    acc_t t[VEC];
+    op.template act<VEC>(r, tile.x_at(p), tile.pixel_at(p), t);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) t[k] = op.out(r, (t[k] - shift) - m.mean, rstd);
+    store_acc<VEC>(y, tile.x_at(p), t);
+  });
+  if (tile.split == 0 && tile.writes_row()) {
+    stats[int64_t(tile.n) * 2 * C + tile.c] = shift + m.mean;
+    stats[int64_t(tile.n) * 2 * C + C + tile.c] = op.stat(var, rstd);
+  }
+}
+
+// Runs the forward of `op` on x [N, C, H, W] (NCHW or NHWC): y like x, stats [N, 2C].
+// `vectorised`: NCHW rows may be read and written 16 bytes at a time.
+template <typename Op>
+void launch_row_norm(const Op& op, typename Op::scalar_t* y, typename Op::acc_t* stats, const RowPlan& plan,
+                     bool nhwc, bool vectorised, int64_t N, int64_t C, int64_t HW, const at::Tensor& partial,
+                     cudaStream_t stream) {
+  using scalar_t = typename Op::scalar_t;
+  using acc_t = typename Op::acc_t;
+  if (plan.packed) {
+    with_vec<scalar_t>(vectorised, [&](auto vec) {
+      with_packed_bucket<acc_t>(HW, [&](auto group, auto items) {
+        constexpr int kGroup = decltype(group)::value, kThreads = kPackedThreads(kGroup);
+        const unsigned blocks = unsigned((N * C + kThreads / kGroup - 1) / (kThreads / kGroup));
+        row_norm_packed_kernel<Op, decltype(vec)::value, kGroup, decltype(items)::value, kThreads>
+            <<<blocks, kThreads, 0, stream>>>(op, y, stats, int(N * C), int(C), int(HW));
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+    });
+    return;
+  }
+  with_split_tile<scalar_t>(nhwc, vectorised, plan, N, C, [&](auto tile, dim3 grid, dim3 block) {
+    using Tile = typename decltype(tile)::type;
+    row_moments_kernel<Op, Tile><<<grid, block, 0, stream>>>(op, partial.mutable_data_ptr<acc_t>(), int(C),
+                                                             int(HW), plan.chunk);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    row_norm_apply_kernel<Op, Tile><<<grid, block, 0, stream>>>(op, partial.const_data_ptr<acc_t>(), y, stats,
+                                                                int(C), int(HW), plan.chunk);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+}  // namespace alae_fast
