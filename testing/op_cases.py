@@ -10,6 +10,9 @@ error of the pure-PyTorch reference run in the same dtype, on the same inputs an
 a small floor (FLOORS). Errors are measured twice: as an L2 norm and as the largest absolute
 error. A backend is thus held to what PyTorch itself achieves in that dtype; fp64 (where
 PyTorch's error is ~0) to the floor alone.
+
+Non-finite rule (check_nonfinite): on inputs holding NaN or inf, every output and input gradient
+of a backend has NaN, +inf and -inf exactly where PyTorch's same-dtype reference has them.
 """
 
 from __future__ import annotations
@@ -181,14 +184,17 @@ class Reference:
     grad_outputs: list
 
 
-def make_reference(case: OpCase, args, *, seed: int = 0, grads: bool = True) -> Reference:
-    """Both references for inputs `args`, on their device."""
+def make_reference(case: OpCase, args, *, seed: int = 0, grads: bool = True, fp64: bool = True) -> Reference:
+    """Both references for inputs `args`, on their device (without `fp64`, PyTorch's same-dtype one
+    alone: `outputs` and `grads` are then empty)."""
     gen = torch.Generator().manual_seed(seed + 1)
 
     def random_grads(outs):
         return [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.device, o.dtype) for o in outs]
 
     torch_outs, torch_grads, gouts = _forward_backward(case.run_reference, case, args, grads, random_grads)
+    if not fp64:
+        return Reference([], [], torch_outs, torch_grads, gouts)
     outs, ref_grads, _ = _forward_backward(case.run_reference, case, to_reference(args), grads,
                                            [g.to(torch.float64) for g in gouts])
     return Reference(outs, ref_grads, torch_outs, torch_grads, gouts)
@@ -208,3 +214,29 @@ def check_parity(case: OpCase, args, backend: str, *, seed: int = 0, grads: bool
     for i, g, r, t in zip(case.differentiable, got, ref.grads, ref.torch_grads):
         compare(g, r, t, f"{label} grad of arg {i}")
     return outs, gouts
+
+
+def _nonfinite_mismatch(out: torch.Tensor, want: torch.Tensor) -> str | None:
+    """Where `out` and `want` differ in NaN, +inf or -inf, as a message; None if nowhere."""
+    for kind, test in (("NaN", torch.isnan), ("+inf", torch.isposinf), ("-inf", torch.isneginf)):
+        differ = test(out) != test(want)
+        if differ.any():
+            first = [int(i) for i in differ.nonzero()[0]]
+            return (f"{kind} at {int(test(out).sum())} elements, the reference at {int(test(want).sum())}; "
+                    f"first difference at {first}: {out[tuple(first)].item()} vs {want[tuple(first)].item()}")
+    return None
+
+
+def check_nonfinite(case: OpCase, args, backend: str, *, seed: int = 0, grads: bool = True,
+                    label: str | None = None):
+    """Assert the non-finite rule for every output and (if `grads`) every input gradient of `backend`
+    on inputs `args`, which hold NaN or inf."""
+    ref = make_reference(case, args, seed=seed, grads=grads, fp64=False)
+    label = label or f"{case.name}[{backend}, {args[0].dtype}, {list(args[0].shape)}]"
+    outs, got, _ = _forward_backward(lambda a: case.run(a, backend), case, args, grads, ref.grad_outputs)
+    pairs = [(f"output {k}", o, r) for k, (o, r) in enumerate(zip(outs, ref.torch_outputs))]
+    pairs += [(f"grad of arg {i}", g, r) for i, g, r in zip(case.differentiable, got, ref.torch_grads)]
+    for what, out, want in pairs:
+        assert out.shape == want.shape, f"{label} {what}: shape {tuple(out.shape)} != reference {tuple(want.shape)}"
+        mismatch = _nonfinite_mismatch(out, want)
+        assert mismatch is None, f"{label} {what}: {mismatch}"
