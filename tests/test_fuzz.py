@@ -1,7 +1,7 @@
 """Hypothesis fuzz of every fused op against the references (testing.op_cases).
 
-Each example draws a shape (H·W from 1 to 256², odd sizes, N·C up to 4096 under a cap on the
-element count), a dtype, a layout (contiguous or channels_last) and a conditioning of the first
+Each example draws a shape (H·W from 1 to 256², odd sizes, N·C up to 4096 under an element
+budget), a dtype, a layout (contiguous or channels_last) and a conditioning of the first
 activation: plain, rows offset so that |mean|/std reaches 1e6, constant rows, rows varying by a
 few ulps, or NaN/±inf injected. Finite inputs must meet the parity rule (check_parity), inputs with
 NaN or inf the non-finite rule (check_nonfinite). The examples are fixed (derandomize=True, no
@@ -26,14 +26,16 @@ from backends import CPU, TRITON_INTERPRETER
 EXAMPLES = {"cpu": 500, "triton": 40}
 MAX_SIDE = {"cpu": 256, "triton": 16}
 MAX_ROWS = {"cpu": 4096, "triton": 64}  # N·C
-MAX_ELEMENTS = 1 << 16  # N·C·H·W
+# Largest N·C·H·W of an example, drawn per example: 40% up to 2^8, 30% 2^11, 20% 2^14, 10% 2^16.
+ELEMENT_BUDGETS = [1 << 8] * 4 + [1 << 11] * 3 + [1 << 14] * 2 + [1 << 16]
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 CONDITIONS = ["plain", "offset", "constant", "near_constant", "nonfinite"]
 # The fp64 reference rounds in fp64 itself: on constant and near-constant rows of large values its
 # normalised output is its own rounding noise, which a more exact backend cannot match, and beyond
-# |mean|/std = 1e3 its own error exceeds the fp64 floor.
+# |mean|/std = 1e2 its own error exceeds the fp64 floor (a bias gradient that is 0 in exact arithmetic,
+# say).
 FP64_CONDITIONS = ["plain", "offset", "nonfinite"]
-FP64_MAX_DECADES = 3
+FP64_MAX_DECADES = 2
 # Largest row mean of the "offset" rows, as a power of ten: fp16 overflows at 65504.
 MAX_MEAN_DECADES = {torch.float16: 4, torch.bfloat16: 6, torch.float32: 6, torch.float64: 6}
 
@@ -44,12 +46,14 @@ PROFILE = settings(derandomize=True, database=None, deadline=None, print_blob=Fa
 @st.composite
 def _spec(draw, name, backend):
     """(shape, dtype, channels_last, condition, decades, seed) of one example."""
+    # An element budget first, most often small, so that 500 examples stay fast and H·W still reaches 256².
+    budget = draw(st.sampled_from(ELEMENT_BUDGETS))
     max_side = MAX_SIDE[backend]
-    side = st.one_of(st.integers(1, 8), st.integers(1, 32), st.integers(1, max_side))  # most draws small
-    h, w = draw(side), draw(side)
+    h = draw(st.integers(1, min(max_side, budget)))
+    w = draw(st.integers(1, min(max_side, budget // h)))
     if CASES[name].needs_even:
         h, w = min(h + h % 2, max_side), min(w + w % 2, max_side)
-    rows = draw(st.integers(1, max(1, min(MAX_ROWS[backend], MAX_ELEMENTS // (h * w)))))
+    rows = draw(st.integers(1, max(1, min(MAX_ROWS[backend], budget // (h * w)))))
     n = draw(st.integers(1, min(rows, 64)))
     shape = (n, max(1, rows // n), h, w)
     dtype = draw(st.sampled_from(DTYPES))

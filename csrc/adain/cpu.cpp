@@ -30,7 +30,8 @@
 namespace alae_fast {
 namespace {
 
-// t = lrelu(pre) and pre = x + wn·noise + b of one chunk, from the raw inputs.
+// pre = x + wn·noise + b of one chunk and t = lrelu(pre), in double (cpu::sum_t) from the raw inputs:
+// exact for 16-bit and fp32 inputs.
 template <typename scalar_t, typename acc_t>
 struct AdainRows {
   const scalar_t* x;   // [N, C, H, W]
@@ -38,22 +39,23 @@ struct AdainRows {
   const acc_t* noise_weight;  // [C]
   const acc_t* bias;  // [C]
   int64_t C, HW;
-  acc_t slope;
+  cpu::sum_t slope;
 
   // pre [size] of chunk `begin` (offset in the row) of row (n, c); xbuf, nbuf [size]: scratch for 16-bit inputs.
-  void pre(int64_t row, int64_t begin, int64_t size, acc_t* out, acc_t* xbuf, acc_t* nbuf) const {
+  void pre(int64_t row, int64_t begin, int64_t size, cpu::sum_t* out, acc_t* xbuf, acc_t* nbuf) const {
     const int64_t n = row / C, c = row % C;
     const acc_t* xr = cpu::load_row(x + row * HW + begin, xbuf, size);
     const acc_t* nr = cpu::load_row(noise + n * HW + begin, nbuf, size);
-    const acc_t wn = noise_weight[c], b = bias[c];
+    const cpu::sum_t wn = noise_weight[c], b = bias[c];
     _Pragma("omp simd")
     for (int64_t i = 0; i < size; ++i) out[i] = xr[i] + wn * nr[i] + b;
   }
 
   // The row's shift: t of its first value (0 if that is not finite).
-  acc_t shift(int64_t row) const {
-    const acc_t t0 = cpu::leaky_v(acc_t(x[row * HW]) + noise_weight[row % C] * acc_t(noise[(row / C) * HW]) + bias[row % C], slope);
-    return std::isfinite(t0) ? t0 : acc_t(0);
+  cpu::sum_t shift(int64_t row) const {
+    const cpu::sum_t wn = noise_weight[row % C], b = bias[row % C];
+    const cpu::sum_t t0 = cpu::leaky_v(cpu::sum_t(x[row * HW]) + wn * cpu::sum_t(noise[(row / C) * HW]) + b, slope);
+    return std::isfinite(t0) ? t0 : 0;
   }
 };
 
@@ -73,7 +75,7 @@ std::tuple<at::Tensor, at::Tensor> adain_fwd_cpu(const at::Tensor& x,           
     using acc_t = at::opmath_type<scalar_t>;
     const AdainRows<scalar_t, acc_t> rows{x.const_data_ptr<scalar_t>(), noise.const_data_ptr<scalar_t>(),
                                           noise_weight.const_data_ptr<acc_t>(), bias.const_data_ptr<acc_t>(),
-                                          C, HW, acc_t(leaky_slope)};
+                                          C, HW, leaky_slope};
     const acc_t* sp = style.const_data_ptr<acc_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     acc_t* statp = stats.mutable_data_ptr<acc_t>();
@@ -82,13 +84,15 @@ std::tuple<at::Tensor, at::Tensor> adain_fwd_cpu(const at::Tensor& x,           
     cpu::Moments* mp = moments.get();
     cpu::sum_t* rmp = row_mean.get();
     cpu::parallel_chunks(N * C, chunks, [&](int64_t begin, int64_t end) {
-      const acc_t slope = rows.slope;
-      auto buf = cpu::scratch<acc_t>(3 * cpu::kChunk);  // t, and acc_t copies of x and noise
-      acc_t *t = buf.get(), *xbuf = t + cpu::kChunk, *nbuf = xbuf + cpu::kChunk;
+      const cpu::sum_t slope = rows.slope;
+      auto tbuf = cpu::scratch<cpu::sum_t>(cpu::kChunk);
+      auto buf = cpu::scratch<acc_t>(2 * cpu::kChunk);  // acc_t copies of x and noise
+      cpu::sum_t* t = tbuf.get();
+      acc_t *xbuf = buf.get(), *nbuf = xbuf + cpu::kChunk;
       for (int64_t item = begin; item < end; ++item) {
         const int64_t row = item / chunks.per_row, chunk = item % chunks.per_row, size = chunks.size(chunk);
         rows.pre(row, chunks.begin(chunk), size, t, xbuf, nbuf);
-        const acc_t shift = rows.shift(row);
+        const cpu::sum_t shift = rows.shift(row);
         _Pragma("omp simd")
         for (int64_t i = 0; i < size; ++i) t[i] = cpu::leaky_v(t[i], slope) - shift;
         mp[item] = cpu::chunk_moments(t, size);
@@ -104,19 +108,21 @@ std::tuple<at::Tensor, at::Tensor> adain_fwd_cpu(const at::Tensor& x,           
       }
     });
     cpu::parallel_chunks(N * C, chunks, [&](int64_t begin, int64_t end) {
-      const acc_t slope = rows.slope;
-      auto buf = cpu::scratch<acc_t>(3 * cpu::kChunk);  // pre, and acc_t copies of x and noise
-      acc_t *pre = buf.get(), *xbuf = pre + cpu::kChunk, *nbuf = xbuf + cpu::kChunk;
+      const cpu::sum_t slope = rows.slope;
+      auto prebuf = cpu::scratch<cpu::sum_t>(cpu::kChunk);
+      auto buf = cpu::scratch<acc_t>(2 * cpu::kChunk);  // acc_t copies of x and noise
+      cpu::sum_t* pre = prebuf.get();
+      acc_t *xbuf = buf.get(), *nbuf = xbuf + cpu::kChunk;
       for (int64_t item = begin; item < end; ++item) {
         const int64_t row = item / chunks.per_row, chunk = item % chunks.per_row, size = chunks.size(chunk);
         const int64_t n = row / C, c = row % C;
         rows.pre(row, chunks.begin(chunk), size, pre, xbuf, nbuf);
-        const acc_t shift = rows.shift(row), mean = acc_t(rmp[row]);
-        const acc_t scale = (acc_t(1) + sp[n * 2 * C + c]) * statp[n * 2 * C + C + c], offset = sp[n * 2 * C + C + c];
+        const cpu::sum_t shift = rows.shift(row), mean = rmp[row];
+        const cpu::sum_t scale = (1 + cpu::sum_t(sp[n * 2 * C + c])) * statp[n * 2 * C + C + c], offset = sp[n * 2 * C + C + c];
         scalar_t* yr = yp + row * HW + chunks.begin(chunk);
         _Pragma("omp simd")
         for (int64_t i = 0; i < size; ++i)
-          yr[i] = cpu::to_scalar<scalar_t>(((cpu::leaky_v(pre[i], slope) - shift) - mean) * scale + offset);
+          yr[i] = cpu::to_scalar<scalar_t>(acc_t(((cpu::leaky_v(pre[i], slope) - shift) - mean) * scale + offset));
       }
     });
   });
@@ -146,7 +152,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> adain_bwd_cpu(
     using acc_t = at::opmath_type<scalar_t>;
     const AdainRows<scalar_t, acc_t> rows{x.const_data_ptr<scalar_t>(), noise.const_data_ptr<scalar_t>(),
                                           noise_weight.const_data_ptr<acc_t>(), bias.const_data_ptr<acc_t>(),
-                                          C, HW, acc_t(leaky_slope)};
+                                          C, HW, leaky_slope};
     const scalar_t* gyp = grad_y.const_data_ptr<scalar_t>();
     const scalar_t* np = noise.const_data_ptr<scalar_t>();
     const acc_t* sp = style.const_data_ptr<acc_t>();
@@ -161,9 +167,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> adain_bwd_cpu(
     auto per_row = cpu::scratch<cpu::sum_t>(N * C * 2);  // per row: grad_bias, grad_noise_weight
     cpu::sum_t *smp = sums.get(), *cfp = coef.get(), *prp = per_row.get();
     cpu::parallel_chunks(N * C, chunks, [&](int64_t begin, int64_t end) {
-      const acc_t slope = rows.slope;
-      auto buf = cpu::scratch<acc_t>(4 * cpu::kChunk);  // pre, and acc_t copies of x, noise, grad_y
-      acc_t *pre = buf.get(), *xbuf = pre + cpu::kChunk, *nbuf = xbuf + cpu::kChunk, *gbuf = nbuf + cpu::kChunk;
+      const cpu::sum_t slope = rows.slope;
+      auto prebuf = cpu::scratch<cpu::sum_t>(cpu::kChunk);
+      auto buf = cpu::scratch<acc_t>(3 * cpu::kChunk);  // acc_t copies of x, noise, grad_y
+      cpu::sum_t* pre = prebuf.get();
+      acc_t *xbuf = buf.get(), *nbuf = xbuf + cpu::kChunk, *gbuf = nbuf + cpu::kChunk;
       for (int64_t item = begin; item < end; ++item) {
         const int64_t row = item / chunks.per_row, chunk = item % chunks.per_row, size = chunks.size(chunk);
         const int64_t n = row / C, c = row % C;
@@ -194,9 +202,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> adain_bwd_cpu(
       }
     });
     cpu::parallel_chunks(N * C, chunks, [&](int64_t begin, int64_t end) {
-      const acc_t slope = rows.slope;
-      auto buf = cpu::scratch<acc_t>(4 * cpu::kChunk);  // pre, and acc_t copies of x, noise, grad_y
-      acc_t *pre = buf.get(), *xbuf = pre + cpu::kChunk, *nbuf = xbuf + cpu::kChunk, *gbuf = nbuf + cpu::kChunk;
+      const cpu::sum_t slope = rows.slope;
+      auto prebuf = cpu::scratch<cpu::sum_t>(cpu::kChunk);
+      auto buf = cpu::scratch<acc_t>(3 * cpu::kChunk);  // acc_t copies of x, noise, grad_y
+      cpu::sum_t* pre = prebuf.get();
+      acc_t *xbuf = buf.get(), *nbuf = xbuf + cpu::kChunk, *gbuf = nbuf + cpu::kChunk;
       for (int64_t item = begin; item < end; ++item) {
         const int64_t row = item / chunks.per_row, chunk = item % chunks.per_row, size = chunks.size(chunk);
         const int64_t n = row / C, c = row % C, offset = chunks.begin(chunk);
@@ -214,7 +224,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> adain_bwd_cpu(
           const cpu::sum_t e = gr[i] - mean_g - (xhat - mean_x) * m;
           const cpu::sum_t dpre = gain_rstd * e * cpu::leaky_grad_v(pre[i], slope);
           gxr[i] = cpu::to_scalar<scalar_t>(acc_t(dpre));
-          const bool pos = pre[i] > acc_t(0);
+          const bool pos = pre[i] > 0;
           s_pos += cpu::select(pos, e, cpu::sum_t(0));
           s_neg += cpu::select(pos, cpu::sum_t(0), e);
           n_pos += cpu::select(pos, cpu::sum_t(1), cpu::sum_t(0));
@@ -232,7 +242,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> adain_bwd_cpu(
         // Σ e over the row is 0 in exact arithmetic.
         prp[row * 2] = gain_rstd * cpu::leaky_weighted_sum<cpu::sum_t>(0, cpu::tree_sum(s, k, kSums),
                                                                        cpu::tree_sum(s + 1, k, kSums),
-                                                                       cpu::tree_sum(s + 2, k, kSums), HW, leaky_slope);
+                                                                       cpu::tree_sum(s + 2, k, kSums), HW, rows.slope);
         prp[row * 2 + 1] = cpu::tree_sum(s + 3, k, kSums);
       }
     });

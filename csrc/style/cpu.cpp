@@ -32,7 +32,7 @@
 namespace alae_fast {
 namespace {
 
-// t = lrelu(x + b) and pre = x + b of one chunk.
+// pre = x + b of one chunk and t = lrelu(pre), in double (cpu::sum_t): exact for 16-bit and fp32 inputs.
 template <typename scalar_t, typename acc_t>
 struct StyleRows {
   const scalar_t* x;  // [N, C, H, W]
@@ -40,17 +40,17 @@ struct StyleRows {
   int64_t C, HW;
 
   // pre [size] of the chunk at `begin` (offset in the row) of `row`; xbuf [size]: scratch for 16-bit inputs.
-  void pre(int64_t row, int64_t begin, int64_t size, acc_t* out, acc_t* xbuf) const {
+  void pre(int64_t row, int64_t begin, int64_t size, cpu::sum_t* out, acc_t* xbuf) const {
     const acc_t* xr = cpu::load_row(x + row * HW + begin, xbuf, size);
-    const acc_t b = bias[row % C];
+    const cpu::sum_t b = bias[row % C];
     _Pragma("omp simd")
     for (int64_t i = 0; i < size; ++i) out[i] = xr[i] + b;
   }
 
   // The row's shift: t of its first value (0 if that is not finite).
-  acc_t shift(int64_t row, acc_t slope) const {
-    const acc_t t0 = cpu::leaky_v(acc_t(x[row * HW]) + bias[row % C], slope);
-    return std::isfinite(t0) ? t0 : acc_t(0);
+  cpu::sum_t shift(int64_t row, cpu::sum_t slope) const {
+    const cpu::sum_t t0 = cpu::leaky_v(cpu::sum_t(x[row * HW]) + cpu::sum_t(bias[row % C]), slope);
+    return std::isfinite(t0) ? t0 : 0;
   }
 };
 
@@ -69,17 +69,19 @@ std::tuple<at::Tensor, at::Tensor> style_fwd_cpu(const at::Tensor& x,       // [
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     acc_t* statp = stats.mutable_data_ptr<acc_t>();
     auto moments = cpu::scratch<cpu::Moments>(N * C * chunks.per_row);  // per item
-    auto row_stats = cpu::scratch<acc_t>(2 * N * C);  // per row: the shifted mean m; rstd
+    auto row_stats = cpu::scratch<cpu::sum_t>(2 * N * C);  // per row: the shifted mean m; rstd
     cpu::Moments* mp = moments.get();
-    acc_t *rmp = row_stats.get(), *rp = rmp + N * C;
+    cpu::sum_t *rmp = row_stats.get(), *rp = rmp + N * C;
     cpu::parallel_chunks(N * C, chunks, [&](int64_t begin, int64_t end) {
-      const acc_t slope = acc_t(leaky_slope);
-      auto buf = cpu::scratch<acc_t>(2 * cpu::kChunk);  // t, and an acc_t copy of x
-      acc_t *t = buf.get(), *xbuf = t + cpu::kChunk;
+      const cpu::sum_t slope = leaky_slope;
+      auto tbuf = cpu::scratch<cpu::sum_t>(cpu::kChunk);
+      auto buf = cpu::scratch<acc_t>(cpu::kChunk);  // an acc_t copy of x
+      cpu::sum_t* t = tbuf.get();
+      acc_t* xbuf = buf.get();
       for (int64_t item = begin; item < end; ++item) {
         const int64_t row = item / chunks.per_row, chunk = item % chunks.per_row, size = chunks.size(chunk);
         rows.pre(row, chunks.begin(chunk), size, t, xbuf);
-        const acc_t shift = rows.shift(row, slope);
+        const cpu::sum_t shift = rows.shift(row, slope);
         _Pragma("omp simd")
         for (int64_t i = 0; i < size; ++i) t[i] = cpu::leaky_v(t[i], slope) - shift;
         mp[item] = cpu::chunk_moments(t, size);
@@ -90,24 +92,26 @@ std::tuple<at::Tensor, at::Tensor> style_fwd_cpu(const at::Tensor& x,       // [
         const int64_t n = row / C, c = row % C;
         const auto m = cpu::tree_moments(mp + row * chunks.per_row, chunks.per_row);
         const cpu::sum_t var = cpu::clamp_min_zero(m.m2 / HW);
-        rmp[row] = acc_t(m.mean);
-        statp[n * 2 * C + c] = acc_t(rows.shift(row, acc_t(leaky_slope)) + m.mean);
+        rmp[row] = m.mean;
+        statp[n * 2 * C + c] = acc_t(rows.shift(row, leaky_slope) + m.mean);
         statp[n * 2 * C + C + c] = acc_t(std::sqrt(var));
-        rp[row] = acc_t(1 / std::sqrt(var + eps));
+        rp[row] = 1 / std::sqrt(var + eps);
       }
     });
     cpu::parallel_chunks(N * C, chunks, [&](int64_t begin, int64_t end) {
-      const acc_t slope = acc_t(leaky_slope);
-      auto buf = cpu::scratch<acc_t>(2 * cpu::kChunk);  // pre, and an acc_t copy of x
-      acc_t *pre = buf.get(), *xbuf = pre + cpu::kChunk;
+      const cpu::sum_t slope = leaky_slope;
+      auto prebuf = cpu::scratch<cpu::sum_t>(cpu::kChunk);
+      auto buf = cpu::scratch<acc_t>(cpu::kChunk);  // an acc_t copy of x
+      cpu::sum_t* pre = prebuf.get();
+      acc_t* xbuf = buf.get();
       for (int64_t item = begin; item < end; ++item) {
         const int64_t row = item / chunks.per_row, chunk = item % chunks.per_row, size = chunks.size(chunk);
         rows.pre(row, chunks.begin(chunk), size, pre, xbuf);
-        const acc_t shift = rows.shift(row, slope), mean = rmp[row], rstd = rp[row];
+        const cpu::sum_t shift = rows.shift(row, slope), mean = rmp[row], rstd = rp[row];
         scalar_t* yr = yp + row * HW + chunks.begin(chunk);
         _Pragma("omp simd")
         for (int64_t i = 0; i < size; ++i)
-          yr[i] = cpu::to_scalar<scalar_t>(((cpu::leaky_v(pre[i], slope) - shift) - mean) * rstd);
+          yr[i] = cpu::to_scalar<scalar_t>(acc_t(((cpu::leaky_v(pre[i], slope) - shift) - mean) * rstd));
       }
     });
   });
@@ -143,9 +147,11 @@ std::tuple<at::Tensor, at::Tensor> style_bwd_cpu(const at::Tensor& grad_y,      
     auto per_row = cpu::scratch<cpu::sum_t>(N * C);       // per row: grad_bias
     cpu::sum_t *smp = sums.get(), *cfp = coef.get(), *prp = per_row.get();
     cpu::parallel_chunks(N * C, chunks, [&](int64_t begin, int64_t end) {
-      const acc_t slope = acc_t(leaky_slope);
-      auto buf = cpu::scratch<acc_t>(3 * cpu::kChunk);  // pre, and acc_t copies of x and grad_y
-      acc_t *pre = buf.get(), *xbuf = pre + cpu::kChunk, *gbuf = xbuf + cpu::kChunk;
+      const cpu::sum_t slope = leaky_slope;
+      auto prebuf = cpu::scratch<cpu::sum_t>(cpu::kChunk);
+      auto buf = cpu::scratch<acc_t>(2 * cpu::kChunk);  // acc_t copies of x and grad_y
+      cpu::sum_t* pre = prebuf.get();
+      acc_t *xbuf = buf.get(), *gbuf = xbuf + cpu::kChunk;
       for (int64_t item = begin; item < end; ++item) {
         const int64_t row = item / chunks.per_row, chunk = item % chunks.per_row, size = chunks.size(chunk);
         rows.pre(row, chunks.begin(chunk), size, pre, xbuf);
@@ -178,9 +184,11 @@ std::tuple<at::Tensor, at::Tensor> style_bwd_cpu(const at::Tensor& grad_y,      
       }
     });
     cpu::parallel_chunks(N * C, chunks, [&](int64_t begin, int64_t end) {
-      const acc_t slope = acc_t(leaky_slope);
-      auto buf = cpu::scratch<acc_t>(3 * cpu::kChunk);  // pre, and acc_t copies of x and grad_y
-      acc_t *pre = buf.get(), *xbuf = pre + cpu::kChunk, *gbuf = xbuf + cpu::kChunk;
+      const cpu::sum_t slope = leaky_slope;
+      auto prebuf = cpu::scratch<cpu::sum_t>(cpu::kChunk);
+      auto buf = cpu::scratch<acc_t>(2 * cpu::kChunk);  // acc_t copies of x and grad_y
+      cpu::sum_t* pre = prebuf.get();
+      acc_t *xbuf = buf.get(), *gbuf = xbuf + cpu::kChunk;
       for (int64_t item = begin; item < end; ++item) {
         const int64_t row = item / chunks.per_row, chunk = item % chunks.per_row, size = chunks.size(chunk);
         const int64_t offset = chunks.begin(chunk);
@@ -196,7 +204,7 @@ std::tuple<at::Tensor, at::Tensor> style_bwd_cpu(const at::Tensor& grad_y,      
           const cpu::sum_t centered = cpu::leaky_v(pre[i], slope) - mean - mean_c;
           const cpu::sum_t dt = r * (gr[i] - mean_g) - coef_c * centered + g_mean;
           gxr[i] = cpu::to_scalar<scalar_t>(acc_t(dt * cpu::leaky_grad_v(pre[i], slope)));
-          const bool pos = pre[i] > acc_t(0);
+          const bool pos = pre[i] > 0;
           s_pos += cpu::select(pos, dt, cpu::sum_t(0));
           s_neg += cpu::select(pos, cpu::sum_t(0), dt);
           n_pos += cpu::select(pos, cpu::sum_t(1), cpu::sum_t(0));
