@@ -2,14 +2,15 @@
 //
 // Each (n, c) row of H·W values is cut into chunks (cpu::Chunks); (row, chunk) items spread over the
 // threads, so short rows are packed several per task and a long row is split over tasks. A row's result
-// is a fixed pairwise combination of its chunks' partials: independent of the thread count.
+// is a fixed pairwise combination of its chunks' partials: independent of the thread count. Everything
+// after loading the inputs is computed in double (cpu::sum_t), far beyond fp32 and 16-bit inputs, and
+// results are rounded once, to the output dtype.
 //   forward   1. per chunk: the moments (count, mean, M2) of t − K, t = lrelu(x + wn·noise + b), by two
 //                sweeps over the cached chunk (cpu::chunk_moments); the row's shift K is t of its first value,
 //                so that on a row with |mean| >> std the shifted values are exact and small;
 //             2. per row: Chan's combine of its chunks (cpu::tree_moments) -> shifted mean m, rstd;
 //             3. per chunk: y = ((t − K) − m)·rstd·(1 + ys) + yb (mean = K + m is stored for the backward).
-//   backward  (in double, as every reduction: cpu::sum_t)
-//             1. per chunk: Σg, Σg·x̂ and Σx̂ with x̂ = (t − mean)·rstd;
+//   backward  1. per chunk: Σg, Σg·x̂ and Σx̂ with x̂ = (t − mean)·rstd;
 //             2. per row: x̄ = mean x̂ (the rounding of the stored mean, ~0) is removed from x̂, so that the
 //                centred x̂ − x̄ sums to 0 and m = mean(g·(x̂ − x̄)) is free of cancellation;
 //             3. per chunk: e = g − ḡ − (x̂ − x̄)·m, grad_x = (1 + ys)·rstd·e·lrelu'(pre), partial sums for
@@ -30,14 +31,13 @@
 namespace alae_fast {
 namespace {
 
-// pre = x + wn·noise + b of one chunk and t = lrelu(pre), in double (cpu::sum_t) from the raw inputs:
-// exact for 16-bit and fp32 inputs.
+// pre = x + wn·noise + b of one chunk and t = lrelu(pre), in double (cpu::sum_t), from the raw inputs.
 template <typename scalar_t, typename acc_t>
 struct AdainRows {
-  const scalar_t* x;   // [N, C, H, W]
-  const scalar_t* noise;  // [N, 1, H, W]
+  const scalar_t* x;          // [N, C, H, W]
+  const scalar_t* noise;      // [N, 1, H, W]
   const acc_t* noise_weight;  // [C]
-  const acc_t* bias;  // [C]
+  const acc_t* bias;          // [C]
   int64_t C, HW;
   cpu::sum_t slope;
 

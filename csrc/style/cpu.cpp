@@ -2,14 +2,15 @@
 //
 // Each (n, c) row of H·W values is cut into chunks (cpu::Chunks); (row, chunk) items spread over the
 // threads, so short rows are packed several per task and a long row is split over tasks. A row's result
-// is a fixed pairwise combination of its chunks' partials: independent of the thread count.
+// is a fixed pairwise combination of its chunks' partials: independent of the thread count. Everything
+// after loading the inputs is computed in double (cpu::sum_t), far beyond fp32 and 16-bit inputs, and
+// results are rounded once, to the output dtype.
 //   forward   1. per chunk: the moments (count, mean, M2) of t − K, t = lrelu(x + b), by two sweeps over
 //                the cached chunk (cpu::chunk_moments); the row's shift K is t of its first value, so that on
 //                a row with |mean| >> std the shifted values are exact and small;
 //             2. per row: Chan's combine of its chunks (cpu::tree_moments) -> shifted mean m, std;
 //             3. per chunk: y = ((t − K) − m)·rsqrt(var + eps); the stored mean is K + m.
-//   backward  (in double, as every reduction: cpu::sum_t)
-//             1. per chunk: Σg, Σg·(t − mean), Σ(t − mean);
+//   backward  1. per chunk: Σg, Σg·(t − mean), Σ(t − mean);
 //             2. per row: the centred c = t − mean − mean(t − mean) sums to 0 (the stored mean's rounding
 //                removed), A = mean(g·c);
 //             3. per chunk: dt = r·(g − ḡ) − (r³·A − β)·c + g_mean/HW with r = rsqrt(std² + eps),
@@ -32,7 +33,7 @@
 namespace alae_fast {
 namespace {
 
-// pre = x + b of one chunk and t = lrelu(pre), in double (cpu::sum_t): exact for 16-bit and fp32 inputs.
+// pre = x + b of one chunk and t = lrelu(pre), in double (cpu::sum_t), from the raw inputs.
 template <typename scalar_t, typename acc_t>
 struct StyleRows {
   const scalar_t* x;  // [N, C, H, W]
