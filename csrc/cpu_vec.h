@@ -5,10 +5,13 @@
 // acc_t row could alias (that alone stops vectorization).
 #pragma once
 
+#include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <cstring>
 #include <memory>
 #include <type_traits>
@@ -67,6 +70,96 @@ inline const acc_t* load_row(const scalar_t* src, acc_t* buf, int64_t n) {
     for (int64_t i = 0; i < n; ++i) buf[i] = acc_t(src[i]);
     return buf;
   }
+}
+
+// Rows in chunks. A row of `len` values is cut into chunks of kChunk values (the last one shorter); the
+// row kernels work on (row, chunk) items, several short rows or a slice of a long row per task, and
+// combine a row's per-chunk partial results in a fixed pairwise tree (tree_sum, tree_moments). Results
+// therefore never depend on the thread count, and a long row is spread over threads even when there are
+// fewer rows than threads.
+constexpr int64_t kChunk = 256;
+
+struct Chunks {
+  int64_t len;      // values per row
+  int64_t per_row;  // chunks per row (1 for an empty row)
+  explicit Chunks(int64_t row_len) : len(row_len), per_row(std::max<int64_t>(1, (row_len + kChunk - 1) / kChunk)) {}
+  int64_t begin(int64_t chunk) const { return chunk * kChunk; }
+  int64_t size(int64_t chunk) const { return std::min(kChunk, len - chunk * kChunk); }
+};
+
+// body(begin, end) over the items [begin, end) of `rows` rows, item = row * per_row + chunk, in parallel
+// with about 32K values per task.
+template <typename F>
+void parallel_chunks(int64_t rows, const Chunks& chunks, const F& body) {
+  at::parallel_for(0, rows * chunks.per_row, grain_rows(std::min(kChunk, chunks.len)), body);
+}
+
+// v[0] + v[stride] + ... + v[(n − 1)·stride] (n >= 1), added pairwise in a fixed order.
+template <typename T>
+T tree_sum(const T* v, int64_t n, int64_t stride = 1) {
+  if (n == 1) return v[0];
+  const int64_t half = n / 2;
+  return tree_sum(v, half, stride) + tree_sum(v + half * stride, n - half, stride);
+}
+
+// Accumulation type of the row reductions: double, also for fp32 rows, so that sums of many terms that
+// cancel (a gradient through instance norm) keep the accuracy of their terms.
+using sum_t = double;
+
+// Count, mean and M2 = Σ (v − mean)² of a run of values.
+struct Moments {
+  sum_t count, mean, m2;
+};
+
+// Moments of v[0, n) (n >= 1, v cache-resident): a second sweep sums the residuals v − mean0 of the first
+// mean, which corrects its rounding (a constant run gets its value as mean and M2 = 0 exactly) and gives M2
+// without cancellation. A run holding NaN or inf gets the mean of its plain sum (inf, −inf or NaN) and M2 = NaN.
+template <typename T>
+Moments chunk_moments(const T* v, int64_t n) {
+  sum_t sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < n; ++i) sum += sum_t(v[i]);
+  const sum_t mean0 = sum / sum_t(n);
+  if (!std::isfinite(mean0)) return {sum_t(n), mean0, std::numeric_limits<sum_t>::quiet_NaN()};
+  sum_t res = 0, sq = 0;
+#pragma omp simd reduction(+ : res, sq)
+  for (int64_t i = 0; i < n; ++i) {
+    const sum_t d = sum_t(v[i]) - mean0;
+    res += d;
+    sq += d * d;
+  }
+  return {sum_t(n), mean0 + res / sum_t(n), sq - res * res / sum_t(n)};
+}
+
+// Chan's combine of the moments of two runs, a before b. Non-finite means combine as a plain sum would
+// (inf with a finite mean gives inf, inf with −inf NaN).
+inline Moments combine(const Moments& a, const Moments& b) {
+  const sum_t count = a.count + b.count, delta = b.mean - a.mean, share_b = b.count / count;
+  const sum_t mean = std::isfinite(delta) ? a.mean + delta * share_b : (a.mean * a.count + b.mean * b.count) / count;
+  return {count, mean, a.m2 + b.m2 + delta * delta * a.count * share_b};
+}
+
+// Moments of the runs m[0], ..., m[n − 1] (n >= 1), combined pairwise in a fixed order.
+inline Moments tree_moments(const Moments* m, int64_t n) {
+  if (n == 1) return m[0];
+  const int64_t half = n / 2;
+  return combine(tree_moments(m, half), tree_moments(m + half, n - half));
+}
+
+// max(v, 0) that keeps NaN (std::max(T(0), NaN) is 0).
+template <typename T>
+inline T clamp_min_zero(T v) { return v < T(0) ? T(0) : v; }
+
+// Σ d_i·e_i over a row with d_i = 1 where pre_i > 0 and `slope` elsewhere, from the sums of e over each
+// side (sum_pos over count_pos values, sum_neg over the others) and `total`, the exact value of Σ e_i.
+// Since Σ d·e = total + (slope − 1)·sum_neg = slope·total + (1 − slope)·sum_pos, it uses the side with
+// fewer values: less rounding, and exactly `total` (or slope·total) for a row on one side. NaN in either
+// sum propagates.
+template <typename T>
+inline T leaky_weighted_sum(T total, T sum_pos, T sum_neg, T count_pos, T count, T slope) {
+  const T minority = count_pos * T(2) >= count ? total + (slope - T(1)) * sum_neg
+                                               : slope * total + (T(1) - slope) * sum_pos;
+  return minority + T(0) * (sum_pos + sum_neg);
 }
 
 }  // namespace alae_fast::cpu

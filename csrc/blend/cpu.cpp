@@ -5,7 +5,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
-#include <ATen/ops/sum.h>
+#include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -204,9 +204,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> blend_down_bwd_cpu(
   const int64_t C = grad_y.size(1), H2 = H / 2, W2 = W / 2;
   auto grad_img = at::empty_like(img);
   auto grad_new = at::empty_like(grad_y);
-  // Per-(n, h2) partial sums, reduced afterwards: deterministic, no atomics.
-  auto partial_w = at::empty({N * H2, C, K}, weight.options());
-  auto partial_b = at::empty({N * H2, C}, weight.options());
+  auto grad_weight = at::zeros_like(weight);
+  auto grad_bias = at::zeros_like(bias);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, img.scalar_type(), "blend_down_bwd_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* gp = grad_y.const_data_ptr<scalar_t>();
@@ -215,8 +214,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> blend_down_bwd_cpu(
     const acc_t* bp = bias.const_data_ptr<acc_t>();
     scalar_t* gip = grad_img.mutable_data_ptr<scalar_t>();
     scalar_t* gnp = grad_new.mutable_data_ptr<scalar_t>();
-    acc_t* pwp = partial_w.mutable_data_ptr<acc_t>();
-    acc_t* pbp = partial_b.mutable_data_ptr<acc_t>();
+    // Per-(n, h2) partial sums in double, added afterwards in a fixed pairwise order: deterministic, no
+    // atomics, and as accurate as their terms even where they cancel.
+    auto partial_w = cpu::scratch<cpu::sum_t>(N * H2 * C * K);
+    auto partial_b = cpu::scratch<cpu::sum_t>(N * H2 * C);
+    cpu::sum_t *pwp = partial_w.get(), *pbp = partial_b.get();
     // row = n * H/2 + h2: every channel of one row of grad_y, two rows of grad_img.
     at::parallel_for(0, N * H2, cpu::grain_rows((K + C) * W2), [&](int64_t begin, int64_t end) {
       const acc_t a = acc_t(alpha), b = acc_t(1) - acc_t(alpha), s = acc_t(slope);
@@ -227,12 +229,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> blend_down_bwd_cpu(
         const int64_t n = row / H2, h2 = row % H2;
         pool_row(ip + n * K * H * W, K, H, W, h2, p);
         std::fill(dp, dp + K * W2, acc_t(0));
-        acc_t* gw = pwp + row * C * K;
-        acc_t* gb = pbp + row * C;
+        cpu::sum_t* gw = pwp + row * C * K;
+        cpu::sum_t* gb = pbp + row * C;
         for (int64_t c = 0; c < C; ++c) {
           conv1x1_row(wp + c * K, bp[c], p, K, W2, pre);
           const int64_t off = ((n * C + c) * H2 + h2) * W2;
-          acc_t sum_dpre = 0;
+          cpu::sum_t sum_dpre = 0;
           _Pragma("omp simd reduction(+ : sum_dpre)")
           for (int64_t w = 0; w < W2; ++w) {
             const acc_t g = acc_t(gp[off + w]);
@@ -245,10 +247,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> blend_down_bwd_cpu(
             const acc_t wck = wp[c * K + k];
             const acc_t* pk = p + k * W2;
             acc_t* dpk = dp + k * W2;
-            acc_t sum_w = 0;
+            cpu::sum_t sum_w = 0;
             _Pragma("omp simd reduction(+ : sum_w)")
             for (int64_t w = 0; w < W2; ++w) {
-              sum_w += dpre[w] * pk[w];
+              sum_w += cpu::sum_t(dpre[w]) * pk[w];
               dpk[w] += wck * dpre[w];
             }
             gw[c * K + k] = sum_w;
@@ -267,8 +269,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> blend_down_bwd_cpu(
         }
       }
     });
+    if (N * H2 == 0) return;
+    acc_t* gwp = grad_weight.mutable_data_ptr<acc_t>();
+    acc_t* gbp = grad_bias.mutable_data_ptr<acc_t>();
+    for (int64_t i = 0; i < C * K; ++i) gwp[i] = acc_t(cpu::tree_sum(pwp + i, N * H2, C * K));
+    for (int64_t c = 0; c < C; ++c) gbp[c] = acc_t(cpu::tree_sum(pbp + c, N * H2, C));
   });
-  return {grad_img, partial_w.sum(0), partial_b.sum(0), grad_new};
+  return {grad_img, grad_weight, grad_bias, grad_new};
 }
 
 }  // namespace
