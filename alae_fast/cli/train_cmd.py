@@ -16,7 +16,7 @@ from alae_fast.data import load_builtin, make_stream
 from alae_fast.cli.common import add_device_args, pick_device, pick_precision, positive_int
 from alae_fast.train import NonFiniteTraining, Trainer, available_configs, format_summary, load_config, train
 from alae_fast.train import distributed
-from alae_fast.train.evaluate import evaluate_encoder
+from alae_fast.metrics.classify import evaluate_encoder
 from alae_fast.train.logging import TextLog
 from alae_fast.train.config import with_overrides
 from alae_fast.train.rundir import latest_run_dir, new_run_dir, next_run_dir, run_contents, run_dir_of, write_options
