@@ -18,8 +18,8 @@ from alae_fast.train.step import ALAEStep, frozen
 
 
 class AAEStep(ALAEStep):
-    """The three optimizer steps of one AAE iteration on an AAE model; optimizers, loss scaler, prior
-    draws, the non-finite guard and multi-rank averaging work as in ALAEStep."""
+    """The three optimizer steps of one AAE iteration on an AAE model; the loss scaler, prior draws, the
+    non-finite guard and multi-rank averaging work as in ALAEStep (R1 and `compile` do not apply)."""
 
     def begin_lod(self, lod: int, lr: float) -> None:
         """Fresh Adam state at `lr` for E+G (reconstruction), D, and E (as the generator of codes)."""
