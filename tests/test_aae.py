@@ -151,6 +151,7 @@ def test_cli_trains_mnist_aae_and_scores_it(tmp_path, capsys):
     assert cli_main(argv) == 0
     assert (out / "reconstructions.png").is_file() and (out / "samples.png").is_file()
     capsys.readouterr()
-    assert cli_main(["metrics", "classify", str(out), "--data", "builtin:digits", "--num", "200", "--device", "cpu"]) == 0
+    assert cli_main(["metrics", "classify", str(out), "--data", "builtin:digits", "--num", "200",
+                     "--device", "cpu"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["n_train"] == 150 and 0 < result["knn_1nn"] <= 1

@@ -380,7 +380,8 @@ def test_fit_and_score_separates_clustered_features():
     gen = np.random.default_rng(0)
     train_y, test_y = np.arange(200) % 10, np.arange(100) % 10
     centres = 5 * np.eye(10, 16)
-    train_x, test_x = centres[train_y] + gen.normal(size=(200, 16)) * 0.3, centres[test_y] + gen.normal(size=(100, 16)) * 0.3
+    train_x = centres[train_y] + gen.normal(size=(200, 16)) * 0.3
+    test_x = centres[test_y] + gen.normal(size=(100, 16)) * 0.3
     out = fit_and_score(train_x, train_y, test_x, test_y)
     assert out == {"knn_1nn": 1.0, "linear_svm": 1.0, "n_train": 200, "n_test": 100}
     noise = fit_and_score(gen.normal(size=(200, 16)), train_y, gen.normal(size=(100, 16)), test_y)
