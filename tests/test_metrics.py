@@ -25,6 +25,7 @@ from alae_fast.cli import main as alae_fast_cli
 from alae_fast.cli import metrics_cmd as metrics_cli
 from alae_fast.metrics import inception as ours
 from alae_fast.metrics import perceptual
+from alae_fast.metrics.classify import fit_and_score
 from alae_fast.metrics.fid import quantize
 from alae_fast.metrics.weights import load_into
 from alae_fast.models import ModelConfig, build_model
@@ -369,6 +370,22 @@ def test_latent_classification_mlp(digits):
     images, labels = digits
     out = latent_accuracy(tiny_model(MLP), images, labels, num=200)
     assert 0 <= out["knn_1nn"] <= 1 and 0 <= out["linear_svm"] <= 1 and out["n_test"] == 50
+    test = (images[1000:1060], labels[1000:1060])
+    out = latent_accuracy(tiny_model(MLP), images, labels, num=200, test=test)  # fitted on one set, scored on another
+    assert out["n_train"] == 200 and out["n_test"] == 60
+
+
+def test_fit_and_score_separates_clustered_features():
+    """Well separated classes score 1.0 with both classifiers; features carrying no label information do not."""
+    gen = np.random.default_rng(0)
+    train_y, test_y = np.arange(200) % 10, np.arange(100) % 10
+    centres = 5 * np.eye(10, 16)
+    train_x = centres[train_y] + gen.normal(size=(200, 16)) * 0.3
+    test_x = centres[test_y] + gen.normal(size=(100, 16)) * 0.3
+    out = fit_and_score(train_x, train_y, test_x, test_y)
+    assert out == {"knn_1nn": 1.0, "linear_svm": 1.0, "n_train": 200, "n_test": 100}
+    noise = fit_and_score(gen.normal(size=(200, 16)), train_y, gen.normal(size=(100, 16)), test_y)
+    assert noise["knn_1nn"] < 0.4 and noise["linear_svm"] < 0.4
 
 
 # ---------------------------------------------------------------- CLI
@@ -398,6 +415,17 @@ def test_cli_prints_one_json_line(tmp_path, capsys, digits):
     result = json.loads(out[0])
     assert result["metric"] == "latent_classification" and result["n_train"] + result["n_test"] == 120
     assert result["checkpoint"] == str(ckpt)
+
+
+def test_cli_classify_fits_on_data_and_scores_test_data(tmp_path, capsys, digits):
+    ckpt = save_checkpoint(MLP, tmp_path / "ckpt.pt")
+    np.savez(tmp_path / "train.npz", images=digits[0][:100, 0].numpy(), labels=digits[1][:100].numpy())
+    np.savez(tmp_path / "test.npz", images=digits[0][100:140, 0].numpy(), labels=digits[1][100:140].numpy())
+    code, out, _ = run_cli(["classify", ckpt, "--data", tmp_path / "train.npz", "--test-data", tmp_path / "test.npz"],
+                           capsys)
+    assert code == 0 and (json.loads(out[0])["n_train"], json.loads(out[0])["n_test"]) == (100, 40)
+    code, _, err = run_cli(["classify", ckpt, "--test-data", tmp_path / "missing.npz"], capsys)
+    assert code == 2 and err[-1].startswith("alae-fast metrics classify: error: --test-data:"), err
 
 
 def test_cli_names_the_checkpoint_it_fell_back_to(tmp_path, capsys):

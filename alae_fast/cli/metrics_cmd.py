@@ -57,8 +57,12 @@ def add_parsers(sub) -> None:
     rec.add_argument("--data", required=True, help="dataset (path or builtin:<name>)")
     rec.add_argument("--num", type=positive_int, default=10_000)
     cls = sub.add_parser("classify", parents=[common], help="1-NN / linear-SVM accuracy of E(x)")
-    cls.add_argument("--data", default="builtin:digits", help="builtin:<name> or .npz (images, labels)")
-    cls.add_argument("--num", type=positive_int, default=None)
+    cls.add_argument("--data", default="builtin:digits",
+                     help="builtin:<name> or .npz (images, labels); the classifiers are fitted on E(x) of these")
+    cls.add_argument("--test-data", default=None,
+                     help="score on E(x) of this labelled set (e.g. builtin:mnist28-test for the paper's MNIST "
+                          "protocol with --data builtin:mnist28-train); default: a held-out quarter of --data")
+    cls.add_argument("--num", type=positive_int, default=None, help="use the first NUM images of each set")
 
 
 def checkpoint_and_level(args, device):
@@ -101,7 +105,12 @@ def run(args) -> dict:
     if args.metric == "classify":
         with blame("--data", "give builtin:<name> or an .npz with 'images' and 'labels'"):
             images, labels = labelled_data(args.data)
-        return {**result, **latent_accuracy(model, images, labels, num=args.num, seed=args.seed, **common)}
+        test = None
+        if args.test_data is not None:
+            with blame("--test-data", "give builtin:<name> or an .npz with 'images' and 'labels'"):
+                test = labelled_data(args.test_data)
+        return {**result, **latent_accuracy(model, images, labels, num=args.num, seed=args.seed, test=test,
+                                            **common)}
     if args.metric == "ppl":
         return {**result, **ppl_w(model, dist, args.num, args.batch, crop=args.crop, seed=args.seed, **common)}
     with blame("--data", DATA_HINT):

