@@ -1,4 +1,4 @@
-"""Blended resampling for progressive growing (SPEC §4, §7.4). Resampling is 2x2 box down, nearest up.
+"""Blended resampling for progressive growing. Resampling is 2x2 box down, nearest up.
 
 blend_up(low, high, α)   = lerp(nearest_up2(low), high, α)                       generator RGB
 blend_real(x, α)         = α·x + (1−α)·nearest_up2(avgpool2(x))                  real images

@@ -1,4 +1,6 @@
-"""Noise injection (SPEC §7.3): y = x + noise_weight[c]·noise[n,0], optionally + bias, leaky ReLU."""
+"""Noise injection, StyleGAN2's standalone noise layer: y = x + noise_weight[c]·noise[n,0], optionally
++ bias, leaky ReLU. The StyleALAE generator does not call it: it fuses the same noise into
+modulated_adain, one pass less."""
 
 from __future__ import annotations
 
