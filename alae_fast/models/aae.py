@@ -13,9 +13,8 @@ import itertools
 import torch
 from torch import nn
 
-from alae_fast.models.alae import ALAEBase
 from alae_fast.models.config import ModelConfig
-from alae_fast.models.mlp_alae import MLP
+from alae_fast.models.mlp_alae import MLP, MLPALAE
 
 
 class CodeDiscriminator(nn.Module):
@@ -29,36 +28,17 @@ class CodeDiscriminator(nn.Module):
         return self.mlp(z)[:, 0]
 
 
-class AAE(ALAEBase):
+class AAE(MLPALAE):
     """E: pixels→hidden→hidden→ℓ (linear output: codes match a Gaussian); G: ℓ→hidden→hidden→pixels;
     D on codes. Images are [N, channels, S, S] in [-1, 1]; lod, blend and noise are accepted and ignored."""
 
+    KIND = "aae"
+    ENCODER_FINAL_ACT = False
+
     def __init__(self, cfg: ModelConfig):
-        if cfg.kind != "aae":
-            raise ValueError(f"AAE: argument 'cfg.kind' must be 'aae', got {cfg.kind!r}")
-        super().__init__(cfg, mapping_layers=0)
+        super().__init__(cfg)
         self.mapping_f = nn.Identity()  # codes are prior draws: no pixel norm, no mapping layers
         self.mapping_d = CodeDiscriminator(cfg.latent_size, cfg.hidden)
-        self.num_ws = 1
-        self.max_lod = 0
-        self.image_shape = (cfg.channels, cfg.image_size, cfg.image_size)
-        pixels = cfg.channels * cfg.image_size ** 2
-        self.encoder = MLP([pixels, cfg.hidden, cfg.hidden, cfg.latent_size], final_act=False)
-        self.generator = MLP([cfg.latent_size, cfg.hidden, cfg.hidden, pixels], final_act=False)
-
-    def resolution(self, lod: int = 0) -> int:
-        return self.cfg.image_size
-
-    def generate(self, ws: torch.Tensor, lod: int = 0, blend: float = 1.0, noise: str = "random") -> torch.Tensor:
-        """G: codes [N, ℓ] or [N, 1, ℓ] -> images [N, channels, S, S]."""
-        return self.generator(self._broadcast_ws(ws)[:, 0]).view(-1, *self.image_shape)
-
-    def encode(self, x: torch.Tensor, lod: int = 0, blend: float = 1.0) -> torch.Tensor:
-        """E: images [N, channels, S, S] -> codes z [N, ℓ]."""
-        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
-            raise ValueError(f"encode: argument 'x' must have shape [N, {', '.join(map(str, self.image_shape))}], "
-                             f"got {list(x.shape)}")
-        return self.encoder(x.flatten(1))
 
     def parameters_ae(self):
         """Parameters of E and G (the reconstruction phase)."""

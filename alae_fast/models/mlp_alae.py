@@ -38,15 +38,18 @@ class MLPALAE(ALAEBase):
     other). Images are [N, channels, S, S] (flattened inside); lod, blend and noise are accepted and ignored.
     """
 
+    KIND = "mlp"
+    ENCODER_FINAL_ACT = True  # the official EncoderFC activates its output too
+
     def __init__(self, cfg: ModelConfig):
-        if cfg.kind != "mlp":
-            raise ValueError(f"MLPALAE: argument 'cfg.kind' must be 'mlp', got {cfg.kind!r}")
+        if cfg.kind != self.KIND:
+            raise ValueError(f"{type(self).__name__}: argument 'cfg.kind' must be {self.KIND!r}, got {cfg.kind!r}")
         super().__init__(cfg, cfg.mapping_layers)
         self.num_ws = 1
         self.max_lod = 0
         self.image_shape = (cfg.channels, cfg.image_size, cfg.image_size)
         pixels = cfg.channels * cfg.image_size ** 2
-        self.encoder = MLP([pixels, cfg.hidden, cfg.hidden, cfg.latent_size], final_act=True)
+        self.encoder = MLP([pixels, cfg.hidden, cfg.hidden, cfg.latent_size], final_act=self.ENCODER_FINAL_ACT)
         self.generator = MLP([cfg.latent_size, cfg.hidden, cfg.hidden, pixels], final_act=False)
 
     def resolution(self, lod: int = 0) -> int:
