@@ -110,7 +110,7 @@ def modulated_adain(x, noise, noise_weight, bias, style, *, impl: str = "auto"):
     _checks.tensor(_OP, "noise_weight", noise_weight, (c,), spec="[C]", like=x)
     _checks.tensor(_OP, "bias", bias, (c,), spec="[C]", like=x)
     _checks.tensor(_OP, "style", style, (n, 2 * c), spec="[N, 2C]", like=x)
-    backend = _backend.resolve(impl, x)
+    backend = _backend.resolve(impl, x, op=_OP)
     if backend == "ref":
         return modulated_adain_ref(x, noise, noise_weight, bias, style)
     acc = _backend.acc_dtype(x.dtype)

@@ -219,7 +219,7 @@ def blend_up(low, high, alpha: float, *, impl: str = "auto"):
     _checks.tensor(op, "low", low, (n, c, h // 2, w // 2), spec="[N, C, H/2, W/2]", like=high)
     _checks.same_dtype(op, "low", low, high, "high")
     alpha = _checks.alpha(op, alpha)
-    backend = _backend.resolve(impl, high)
+    backend = _backend.resolve(impl, high, op=op)
     if backend == "ref":
         return blend_up_ref(low, high, alpha)
     return _blend_up_op(low.contiguous(), high.contiguous(), alpha, backend)
@@ -231,7 +231,7 @@ def blend_real(x, alpha: float, *, impl: str = "auto"):
     _, _, h, w = _checks.activation(op, "x", x)
     _checks.even_spatial(op, "x", h, w)
     alpha = _checks.alpha(op, alpha)
-    backend = _backend.resolve(impl, x)
+    backend = _backend.resolve(impl, x, op=op)
     if backend == "ref":
         return blend_real_ref(x, alpha)
     return _blend_real_op(x.contiguous(), alpha, backend)
@@ -253,7 +253,7 @@ def blend_down(img, weight, bias, new, alpha: float, *, slope: float = FROM_RGB_
     _checks.tensor(op, "bias", bias, (c,), spec="[C]", like=img)
     alpha = _checks.alpha(op, alpha)
     slope = _checks.slope(op, slope)
-    backend = _backend.resolve(impl, img)
+    backend = _backend.resolve(impl, img, op=op, numel=new.numel() * 4)
     if backend == "ref":
         return blend_down_ref(img, weight, bias, new, alpha, slope)
     acc = _backend.acc_dtype(img.dtype)

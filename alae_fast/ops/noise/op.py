@@ -99,7 +99,7 @@ def noise_inject(x, noise, noise_weight, bias=None, *, act: bool = False, impl: 
     _checks.tensor(_OP, "noise_weight", noise_weight, (c,), spec="[C]", like=x)
     if bias is not None:
         _checks.tensor(_OP, "bias", bias, (c,), spec="[C]", like=x)
-    backend = _backend.resolve(impl, x)
+    backend = _backend.resolve(impl, x, op=_OP)
     if backend == "ref":
         return noise_inject_ref(x, noise, noise_weight, bias, act)
     acc = _backend.acc_dtype(x.dtype)

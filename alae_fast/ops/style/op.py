@@ -132,7 +132,7 @@ def style_extract(x, bias, *, impl: str = "auto", style_dtype: torch.dtype | Non
     _checks.nonempty_rows(_OP, "x", h, w)
     _checks.tensor(_OP, "bias", bias, (c,), spec="[C]", like=x)
     style_dtype = style_dtype or x.dtype
-    backend = _backend.resolve(impl, x)
+    backend = _backend.resolve(impl, x, op=_OP)
     if backend == "ref":
         y, stats = _style_stats_ref(x, bias)
         return y, stats.to(style_dtype)
