@@ -190,6 +190,25 @@ def kernel(backend: str, name: str):
     raise ValueError(f"no kernels for backend {backend!r}")
 
 
+# Backends whose kernels read and write channels_last (NHWC) activations in place.
+NHWC_BACKENDS = ("triton",)
+
+
+def is_nhwc(t: torch.Tensor) -> bool:
+    """A dense channels_last activation that is not also NCHW-contiguous."""
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def dense(t: torch.Tensor, backend: str) -> torch.Tensor:
+    """`t` as `backend`'s kernels take it: NHWC stays in place where the backend reads it, else NCHW."""
+    return t if backend in NHWC_BACKENDS and is_nhwc(t) else t.contiguous()
+
+
+def empty_dense_like(t: torch.Tensor) -> torch.Tensor:
+    """An uninitialised tensor shaped and laid out (NCHW or NHWC) like the dense activation `t`."""
+    return torch.empty_like(t, memory_format=torch.channels_last if is_nhwc(t) else torch.contiguous_format)
+
+
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     """Dtype of statistics, per-channel parameters and styles inside the kernels."""
     return torch.float64 if dtype == torch.float64 else torch.float32

@@ -46,7 +46,7 @@ def _adain_op(
 
 @_adain_op.register_fake
 def _(x, noise, noise_weight, bias, style, backend):
-    return torch.empty_like(x, memory_format=torch.contiguous_format), style.new_empty(style.shape)
+    return _backend.empty_dense_like(x), style.new_empty(style.shape)
 
 
 @torch.library.custom_op("alae_fast::modulated_adain_backward", mutates_args=())
@@ -59,7 +59,7 @@ def _adain_backward_op(
 
 @_adain_backward_op.register_fake
 def _(grad_y, x, noise, noise_weight, bias, style, stats, backend):
-    return (torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(noise_weight),
+    return (_backend.empty_dense_like(x), torch.empty_like(noise_weight),
             torch.empty_like(bias), torch.empty_like(style))
 
 
@@ -75,7 +75,8 @@ def _backward(ctx, grad_y, _grad_stats):
     if grad_y is None:
         return None, None, None, None, None, None
     x, noise, noise_weight, bias, style, stats = ctx.saved_tensors
-    gx, gwn, gb, gs = _adain_backward_op(grad_y.contiguous(), x, noise, noise_weight, bias, style, stats, ctx.backend)
+    gx, gwn, gb, gs = _adain_backward_op(_backend.dense(grad_y, ctx.backend), x, noise, noise_weight, bias, style,
+                                         stats, ctx.backend)
     g_noise = noise_grad(gx, noise_weight) if ctx.needs_input_grad[1] else None
     return gx, g_noise, gwn, gb, gs, None
 
@@ -114,6 +115,6 @@ def modulated_adain(x, noise, noise_weight, bias, style, *, impl: str = "auto"):
     if backend == "ref":
         return modulated_adain_ref(x, noise, noise_weight, bias, style)
     acc = _backend.acc_dtype(x.dtype)
-    y, _ = _adain_op(x.contiguous(), noise.to(x.dtype).contiguous(), noise_weight.to(acc).contiguous(),
-                     bias.to(acc).contiguous(), style.to(acc).contiguous(), backend)
+    y, _ = _adain_op(_backend.dense(x, backend), noise.to(x.dtype).contiguous(),
+                     noise_weight.to(acc).contiguous(), bias.to(acc).contiguous(), style.to(acc).contiguous(), backend)
     return y

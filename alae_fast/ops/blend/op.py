@@ -64,7 +64,7 @@ def _blend_up_op(low: torch.Tensor, high: torch.Tensor, alpha: float, backend: s
 
 @_blend_up_op.register_fake
 def _(low, high, alpha, backend):
-    return torch.empty_like(high, memory_format=torch.contiguous_format)
+    return _backend.empty_dense_like(high)
 
 
 @torch.library.custom_op("alae_fast::blend_up_backward", mutates_args=())
@@ -75,7 +75,7 @@ def _blend_up_backward_op(grad_y: torch.Tensor, alpha: float, backend: str) -> t
 @_blend_up_backward_op.register_fake
 def _(grad_y, alpha, backend):
     n, c, h, w = grad_y.shape
-    return grad_y.new_empty((n, c, h // 2, w // 2)), torch.empty_like(grad_y, memory_format=torch.contiguous_format)
+    return grad_y.new_empty((n, c, h // 2, w // 2)), _backend.empty_dense_like(grad_y)
 
 
 def _setup_up(ctx, inputs, output):
@@ -108,7 +108,7 @@ def _blend_real_op(x: torch.Tensor, alpha: float, backend: str) -> torch.Tensor:
 
 @_blend_real_op.register_fake
 def _(x, alpha, backend):
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
+    return _backend.empty_dense_like(x)
 
 
 def _setup_real(ctx, inputs, output):
@@ -131,7 +131,7 @@ def _blend_down_op(img: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
 
 @_blend_down_op.register_fake
 def _(img, weight, bias, new, alpha, slope, backend):
-    return torch.empty_like(new, memory_format=torch.contiguous_format)
+    return _backend.empty_dense_like(new)
 
 
 @torch.library.custom_op("alae_fast::blend_down_backward", mutates_args=())
@@ -143,8 +143,8 @@ def _blend_down_backward_op(grad_y: torch.Tensor, img: torch.Tensor, weight: tor
 
 @_blend_down_backward_op.register_fake
 def _(grad_y, img, weight, bias, alpha, slope, backend):
-    return (torch.empty_like(img, memory_format=torch.contiguous_format), torch.empty_like(weight),
-            torch.empty_like(bias), torch.empty_like(grad_y, memory_format=torch.contiguous_format))
+    return (_backend.empty_dense_like(img), torch.empty_like(weight),
+            torch.empty_like(bias), _backend.empty_dense_like(grad_y))
 
 
 def _setup_down(ctx, inputs, output):

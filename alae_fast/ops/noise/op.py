@@ -39,7 +39,7 @@ def _noise_op(x: torch.Tensor, noise: torch.Tensor, noise_weight: torch.Tensor, 
 
 @_noise_op.register_fake
 def _(x, noise, noise_weight, bias, act, backend):
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
+    return _backend.empty_dense_like(x)
 
 
 @torch.library.custom_op("alae_fast::noise_inject_backward", mutates_args=())
@@ -51,7 +51,7 @@ def _noise_backward_op(grad_y: torch.Tensor, x: torch.Tensor, noise: torch.Tenso
 
 @_noise_backward_op.register_fake
 def _(grad_y, x, noise, noise_weight, bias, act, backend):
-    return (torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(noise_weight),
+    return (_backend.empty_dense_like(x), torch.empty_like(noise_weight),
             torch.empty_like(noise_weight))
 
 

@@ -55,7 +55,7 @@ def _style_op(x: torch.Tensor, bias: torch.Tensor, backend: str) -> tuple[torch.
 
 @_style_op.register_fake
 def _(x, bias, backend):
-    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+    return (_backend.empty_dense_like(x),
             bias.new_empty((x.shape[0], 2 * x.shape[1])))
 
 
@@ -69,7 +69,7 @@ def _style_backward_op(
 
 @_style_backward_op.register_fake
 def _(grad_y, grad_stats, x, bias, stats, backend):
-    return torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(bias)
+    return _backend.empty_dense_like(x), torch.empty_like(bias)
 
 
 def _setup(ctx, inputs, output):
@@ -80,8 +80,8 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad_y, grad_stats):
     x, bias, stats = ctx.saved_tensors
-    gx, gb = _style_backward_op(grad_y.contiguous(), grad_stats.to(stats.dtype).contiguous(), x, bias, stats,
-                                ctx.backend)
+    gx, gb = _style_backward_op(_backend.dense(grad_y, ctx.backend), grad_stats.to(stats.dtype).contiguous(), x,
+                                bias, stats, ctx.backend)
     return gx, gb, None
 
 
@@ -95,7 +95,7 @@ def _style_double_backward_op(
 
 @_style_double_backward_op.register_fake
 def _(grad_y, grad_stats, x, bias, stats, gg_x, gg_bias, backend):
-    like_x = torch.empty_like(x, memory_format=torch.contiguous_format)
+    like_x = _backend.empty_dense_like(x)
     return like_x, torch.empty_like(grad_stats), torch.empty_like(like_x), torch.empty_like(bias)
 
 
@@ -112,7 +112,8 @@ def _double_backward(ctx, ggx, ggb):
         return None, None, None, None, None, None
     grad_y, grad_stats, x, bias, stats = ctx.saved_tensors
     g_grad_y, g_grad_stats, gx, gb = _style_double_backward_op(
-        grad_y, grad_stats, x, bias, stats, None if ggx is None else ggx.contiguous(), ggb, ctx.backend)
+        grad_y, grad_stats, x, bias, stats, None if ggx is None else _backend.dense(ggx, ctx.backend), ggb,
+        ctx.backend)
     return g_grad_y, g_grad_stats, gx, gb, None, None
 
 
@@ -137,5 +138,5 @@ def style_extract(x, bias, *, impl: str = "auto", style_dtype: torch.dtype | Non
         y, stats = _style_stats_ref(x, bias)
         return y, stats.to(style_dtype)
     acc = _backend.acc_dtype(x.dtype)
-    y, stats = _style_op(x.contiguous(), bias.to(acc).contiguous(), backend)
+    y, stats = _style_op(_backend.dense(x, backend), bias.to(acc).contiguous(), backend)
     return y, stats.to(style_dtype)
