@@ -63,7 +63,8 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad_y):
     x, noise, noise_weight, bias = ctx.saved_tensors
-    gx, gwn, gb = _noise_backward_op(grad_y.contiguous(), x, noise, noise_weight, bias, ctx.act, ctx.backend)
+    gx, gwn, gb = _noise_backward_op(_backend.dense(grad_y, ctx.backend), x, noise, noise_weight, bias, ctx.act,
+                                     ctx.backend)
     g_noise = noise_grad(gx, noise_weight) if ctx.needs_input_grad[1] else None
     return gx, g_noise, gwn, gb if ctx.has_bias else None, None, None
 
@@ -103,5 +104,6 @@ def noise_inject(x, noise, noise_weight, bias=None, *, act: bool = False, impl: 
     if backend == "ref":
         return noise_inject_ref(x, noise, noise_weight, bias, act)
     acc = _backend.acc_dtype(x.dtype)
-    return _noise_op(x.contiguous(), noise.to(x.dtype).contiguous(), noise_weight.to(acc).contiguous(),
-                     None if bias is None else bias.to(acc).contiguous(), act, backend)
+    return _noise_op(_backend.dense(x, backend), noise.to(x.dtype).contiguous(),
+                     noise_weight.to(acc).contiguous(), None if bias is None else bias.to(acc).contiguous(), act,
+                     backend)
