@@ -204,9 +204,10 @@ def dense(t: torch.Tensor, backend: str) -> torch.Tensor:
     return t if backend in NHWC_BACKENDS and is_nhwc(t) else t.contiguous()
 
 
-def empty_dense_like(t: torch.Tensor) -> torch.Tensor:
-    """An uninitialised tensor shaped and laid out (NCHW or NHWC) like the dense activation `t`."""
-    return torch.empty_like(t, memory_format=torch.channels_last if is_nhwc(t) else torch.contiguous_format)
+def empty_dense_like(t: torch.Tensor, shape=None) -> torch.Tensor:
+    """An uninitialised tensor shaped like `t` (or `shape`), laid out (NCHW or NHWC) like the dense activation `t`."""
+    return torch.empty(t.shape if shape is None else shape, dtype=t.dtype, device=t.device,
+                       memory_format=torch.channels_last if is_nhwc(t) else torch.contiguous_format)
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -92,14 +92,22 @@ def check_tensor(op: str, name: str, t, device: torch.device, dtype: torch.dtype
         raise ValueError(f"{op}: argument '{name}' must be contiguous")
 
 
+def in_layout(t: torch.Tensor, nhwc: bool) -> torch.Tensor:
+    """`t` in NHWC (channels_last) or NCHW; a copy only when it is in the other one."""
+    return t.contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+
+
 def match_layout(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """`t` in the layout (NCHW or NHWC) of `like`; a copy only when they differ."""
-    return t.contiguous(memory_format=torch.channels_last if is_nhwc(like) else torch.contiguous_format)
+    """`t` in the layout of `like`."""
+    return in_layout(t, is_nhwc(like))
 
 
-def empty_act(like: torch.Tensor) -> torch.Tensor:
-    """An output activation laid out like `like`."""
-    return empty_dense_like(like)
+def empty_act(like: torch.Tensor, nhwc: bool | None = None, shape=None) -> torch.Tensor:
+    """An output activation shaped like `like` (or `shape`), in its layout or the one `nhwc` names."""
+    if nhwc is None:
+        return empty_dense_like(like, shape)
+    return torch.empty(like.shape if shape is None else shape, dtype=like.dtype, device=like.device,
+                       memory_format=torch.channels_last if nhwc else torch.contiguous_format)
 
 
 def check_alpha(op: str, alpha) -> None:
