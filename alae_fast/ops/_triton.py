@@ -199,13 +199,21 @@ def first_chunk(rows, row_ok, part):
 
 
 @triton.jit
-def combine_moments(mean_ptr, m2_ptr, count_ptr, rows, row_ok, SPLIT, SPLIT_BLOCK: tl.constexpr):
+def settle_mean(mean, m2, total, count):
+    """The row mean: Welford's where the row is finite (its M2 is), else Σ t / count, which is NaN
+    or ±inf exactly where the plain mean is (Welford turns a lone inf into NaN)."""
+    return tl.where(m2 - m2 == 0, mean, total / tl.maximum(count, 1.0))
+
+
+@triton.jit
+def combine_moments(mean_ptr, m2_ptr, count_ptr, sum_ptr, rows, row_ok, SPLIT, SPLIT_BLOCK: tl.constexpr):
     """Chan merge, in a fixed tree order, of the SPLIT chunk moments of each of rows [R]: (mean, M2)."""
     idx = rows[:, None] * SPLIT + tl.arange(0, SPLIT_BLOCK)[None, :]  # [R, SPLIT_BLOCK]
     ok = row_ok[:, None] & (tl.arange(0, SPLIT_BLOCK)[None, :] < SPLIT)
-    mean, m2, _ = tl.reduce((tl.load(mean_ptr + idx, mask=ok, other=0), tl.load(m2_ptr + idx, mask=ok, other=0),
-                             tl.load(count_ptr + idx, mask=ok, other=0)), 1, welford_combine)
-    return mean, m2
+    count = tl.load(count_ptr + idx, mask=ok, other=0)
+    mean, m2, n = tl.reduce((tl.load(mean_ptr + idx, mask=ok, other=0), tl.load(m2_ptr + idx, mask=ok, other=0),
+                             count), 1, welford_combine)
+    return settle_mean(mean, m2, tl.sum(tl.load(sum_ptr + idx, mask=ok, other=0), 1), n), m2
 
 
 @triton.jit
@@ -218,10 +226,25 @@ def combine_sums(part_ptr, rows, row_ok, SPLIT, SPLIT_BLOCK: tl.constexpr):
 
 @triton.jit
 def row_moments(t, mask, HW):
-    """A tile holding whole rows: (mean [ROWS], t - mean with masked lanes 0 [ROWS, BLOCK], variance [ROWS])."""
-    mean = tl.sum(tl.where(mask, t, 0.0), 1) / HW
+    """A tile holding whole rows: (mean [ROWS], t - mean with masked lanes 0 [ROWS, BLOCK], variance [ROWS]).
+
+    The mean is Σ t / HW refined by the mean of t minus it (so |mean|/std ≫ 1 loses nothing to
+    the first sum); a non-finite first mean is kept, as the plain mean's NaN or ±inf."""
+    rough = tl.sum(tl.where(mask, t, 0.0), 1) / HW
+    mean = rough + tl.sum(tl.where(mask, t - rough[:, None], 0.0), 1) / HW
+    mean = tl.where(rough - rough == 0, mean, rough)
     centered = tl.where(mask, t - mean[:, None], 0.0)
     return mean, centered, tl.sum(centered * centered, 1) / HW
+
+
+@triton.jit
+def centred_grad_terms(sum_g, sum_gc, sum_c, HW):
+    """(mean g, mean c, mean g·(c − mean c)) [R] from Σ g, Σ g·c, Σ c with c = t − mean.
+
+    Centring c once more by its own mean (≈ 0, not exactly: the stored mean is rounded) makes
+    grad_x sum to 0 over the row up to rounding, as torch's autograd does, however large |mean|/std."""
+    mean_c = sum_c / HW
+    return sum_g / HW, mean_c, (sum_gc - mean_c * sum_g) / HW
 
 
 @triton.jit

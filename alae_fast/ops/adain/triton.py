@@ -12,10 +12,10 @@ import torch
 import triton
 import triton.language as tl
 
-from alae_fast.ops._triton import (RowKernel, acc_dtype, check_activation, check_tensor, combine_moments,
-                                   combine_sums, const, empty_act, first_chunk, leaky, leaky_grad, match_layout, pixel,
-                                   row_base, row_chunk, row_moments, row_split, tl_acc, welford_combine,
-                                   welford_update)
+from alae_fast.ops._triton import (RowKernel, acc_dtype, centred_grad_terms, check_activation, check_tensor,
+                                   combine_moments, combine_sums, const, empty_act, first_chunk, leaky, leaky_grad,
+                                   match_layout, pixel, row_base, row_chunk, row_moments, row_split, settle_mean,
+                                   tl_acc, welford_combine, welford_update)
 
 
 @triton.jit
@@ -38,17 +38,30 @@ def _params(rows, row_ok, wn_ptr, b_ptr, style_ptr, C):
 
 
 @triton.jit
-def _chunk_moments(x_row, noise_row, cols, row_ok, lo, hi, wn, b, slope, C, ACC: tl.constexpr, NHWC: tl.constexpr,
-                   BLOCK: tl.constexpr, ROWS: tl.constexpr):
-    """Welford (mean, M2, count) [ROWS] of t over pixels [lo, hi): per lane, then merged across lanes."""
+def _row_pivot(x_row, noise_row, row_ok, wn, b, slope, C, ACC: tl.constexpr, NHWC: tl.constexpr):
+    """t at pixel 0 of each row [ROWS], 0 where not finite: the moments are taken of t − pivot, so
+    their sums stay near the spread of the row whatever its mean."""
+    t0 = tl.sum(leaky(_pre(x_row, noise_row, tl.zeros([1, 1], tl.int32), row_ok[:, None], wn, b, C, ACC, NHWC),
+                      slope), 1)
+    return tl.where(t0 - t0 == 0, t0, 0.0)
+
+
+@triton.jit
+def _chunk_moments(x_row, noise_row, cols, row_ok, lo, hi, wn, b, slope, pivot, C, ACC: tl.constexpr,
+                   NHWC: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr):
+    """Welford (mean, M2, count) and Σ, each [ROWS], of t − pivot over pixels [lo, hi): per lane,
+    then merged across lanes."""
     lane_mean = tl.zeros([ROWS, BLOCK], ACC)
     lane_m2 = tl.zeros([ROWS, BLOCK], ACC)
     lane_n = tl.zeros([ROWS, BLOCK], ACC)
+    lane_sum = tl.zeros([ROWS, BLOCK], ACC)
     for start in range(lo, hi, BLOCK):
         mask = row_ok[:, None] & (start + cols < hi)
-        t = leaky(_pre(x_row, noise_row, start + cols, mask, wn, b, C, ACC, NHWC), slope)
+        t = leaky(_pre(x_row, noise_row, start + cols, mask, wn, b, C, ACC, NHWC), slope) - pivot[:, None]
         lane_mean, lane_m2, lane_n = welford_update(t, mask, lane_mean, lane_m2, lane_n)
-    return tl.reduce((lane_mean, lane_m2, lane_n), 1, welford_combine)
+        lane_sum += tl.where(mask, t, 0.0)
+    mean, m2, count = tl.reduce((lane_mean, lane_m2, lane_n), 1, welford_combine)
+    return mean, m2, count, tl.sum(lane_sum, 1)
 
 
 @triton.jit
@@ -58,9 +71,10 @@ def _adain_moments_kernel(
     wn_ptr,  # [C] acc
     b_ptr,  # [C] acc
     style_ptr,  # [N, 2C] acc
-    mean_ptr,  # [N*C, SPLIT] acc, written: chunk means
+    mean_ptr,  # [N*C, SPLIT] acc, written: chunk means of t − pivot (see _row_pivot)
     m2_ptr,  # [N*C, SPLIT] acc, written: chunk Σ (t − mean)²
     count_ptr,  # [N*C, SPLIT] acc, written: chunk sizes
+    sum_ptr,  # [N*C, SPLIT] acc, written: chunk Σ (t − pivot)
     C,  # channels
     NC,  # rows = N*C
     HW,  # row length
@@ -74,12 +88,15 @@ def _adain_moments_kernel(
     x_row = x_ptr + row_base(rows, C, HW, NHWC)[:, None]  # [ROWS, 1]
     noise_row = noise_ptr + (rows // C)[:, None] * HW
     cols = tl.arange(0, BLOCK)[None, :]  # [1, BLOCK]
-    mean, m2, count = _chunk_moments(x_row, noise_row, cols, row_ok, lo, hi, wn, b, const(SLOPE, ACC), C, ACC, NHWC,
-                                     BLOCK, ROWS)
+    slope = const(SLOPE, ACC)
+    pivot = _row_pivot(x_row, noise_row, row_ok, wn, b, slope, C, ACC, NHWC)
+    mean, m2, count, total = _chunk_moments(x_row, noise_row, cols, row_ok, lo, hi, wn, b, slope, pivot, C, ACC,
+                                            NHWC, BLOCK, ROWS)
     slot = rows * SPLIT + part
     tl.store(mean_ptr + slot, mean, mask=row_ok)
     tl.store(m2_ptr + slot, m2, mask=row_ok)
     tl.store(count_ptr + slot, count, mask=row_ok)
+    tl.store(sum_ptr + slot, total, mask=row_ok)
 
 
 @triton.jit
@@ -89,9 +106,10 @@ def _adain_fwd_kernel(
     wn_ptr,  # [C] acc
     b_ptr,  # [C] acc
     style_ptr,  # [N, 2C] acc, (ys | yb)
-    mean_ptr,  # [N*C, SPLIT] acc: chunk moments (read when SPLIT > 1)
+    mean_ptr,  # [N*C, SPLIT] acc: chunk moments of t − pivot (read when SPLIT > 1)
     m2_ptr,  # [N*C, SPLIT] acc
     count_ptr,  # [N*C, SPLIT] acc
+    sum_ptr,  # [N*C, SPLIT] acc
     y_ptr,  # [N, C, H, W] x.dtype, x's layout, written
     stats_ptr,  # [N, 2C] acc, (mean | rstd), written
     C,  # channels
@@ -118,11 +136,14 @@ def _adain_fwd_kernel(
         y = centered * (gain * rstd)[:, None] + shift[:, None]
         tl.store(y_row + pixel(cols, C, NHWC), y.to(y_ptr.dtype.element_ty), mask=mask)
     else:
+        pivot = _row_pivot(x_row, noise_row, row_ok, wn, b, slope, C, ACC, NHWC)
         if SPLIT > 1:
-            mean, m2 = combine_moments(mean_ptr, m2_ptr, count_ptr, rows, row_ok, SPLIT, SPLIT_BLOCK)
+            mean, m2 = combine_moments(mean_ptr, m2_ptr, count_ptr, sum_ptr, rows, row_ok, SPLIT, SPLIT_BLOCK)
         else:
-            mean, m2, _ = _chunk_moments(x_row, noise_row, cols, row_ok, 0, HW, wn, b, slope, C, ACC, NHWC, BLOCK,
-                                         ROWS)
+            mean, m2, count, total = _chunk_moments(x_row, noise_row, cols, row_ok, 0, HW, wn, b, slope, pivot, C,
+                                                    ACC, NHWC, BLOCK, ROWS)
+            mean = settle_mean(mean, m2, total, count)
+        mean += pivot
         rstd = 1.0 / tl.sqrt(m2 / HW + const(EPS, ACC))
         for start in range(lo, hi, BLOCK):
             mask = row_ok[:, None] & (start + cols < hi)
@@ -136,18 +157,21 @@ def _adain_fwd_kernel(
 
 
 @triton.jit
-def _chunk_grad_sums(g_row, x_row, noise_row, cols, row_ok, lo, hi, wn, b, mean, rstd, slope, C, ACC: tl.constexpr,
+def _chunk_grad_sums(g_row, x_row, noise_row, cols, row_ok, lo, hi, wn, b, mean, slope, C, ACC: tl.constexpr,
                      NHWC: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr):
-    """(Σ g, Σ g·x̂) [ROWS] over pixels [lo, hi), with x̂ = (t − mean)·rstd computed centred."""
+    """(Σ g, Σ g·c, Σ c) [ROWS] over pixels [lo, hi), with c = t − mean."""
     acc_g = tl.zeros([ROWS, BLOCK], ACC)
-    acc_gx = tl.zeros([ROWS, BLOCK], ACC)
+    acc_gc = tl.zeros([ROWS, BLOCK], ACC)
+    acc_c = tl.zeros([ROWS, BLOCK], ACC)
     for start in range(lo, hi, BLOCK):
         mask = row_ok[:, None] & (start + cols < hi)
         pre = _pre(x_row, noise_row, start + cols, mask, wn, b, C, ACC, NHWC)
         g = tl.load(g_row + pixel(start + cols, C, NHWC), mask=mask, other=0).to(ACC)
+        centered = tl.where(mask, leaky(pre, slope) - mean, 0.0)
         acc_g += g
-        acc_gx += tl.where(mask, g * (leaky(pre, slope) - mean) * rstd, 0.0)
-    return tl.sum(acc_g, 1), tl.sum(acc_gx, 1)
+        acc_gc += g * centered
+        acc_c += centered
+    return tl.sum(acc_g, 1), tl.sum(acc_gc, 1), tl.sum(acc_c, 1)
 
 
 @triton.jit
@@ -169,7 +193,8 @@ def _adain_bwd_sums_kernel(
     style_ptr,  # [N, 2C] acc
     stats_ptr,  # [N, 2C] acc, (mean | rstd)
     part_g_ptr,  # [N*C, SPLIT] acc, written: chunk Σ g
-    part_gx_ptr,  # [N*C, SPLIT] acc, written: chunk Σ g·x̂
+    part_gc_ptr,  # [N*C, SPLIT] acc, written: chunk Σ g·(t − mean)
+    part_c_ptr,  # [N*C, SPLIT] acc, written: chunk Σ (t − mean)
     C,  # channels
     NC,  # rows = N*C
     HW,  # row length
@@ -180,13 +205,16 @@ def _adain_bwd_sums_kernel(
     rows, part, lo, hi = row_chunk(SPLIT, CHUNK, HW, ROWS)
     row_ok = rows < NC
     wn, b, _, _ = _params(rows, row_ok, wn_ptr, b_ptr, style_ptr, C)
-    mean, rstd = _row_stats(stats_ptr, rows, row_ok, C)
+    mean, _ = _row_stats(stats_ptr, rows, row_ok, C)
     base = row_base(rows, C, HW, NHWC)[:, None]  # [ROWS, 1]
     cols = tl.arange(0, BLOCK)[None, :]  # [1, BLOCK]
-    sum_g, sum_gx = _chunk_grad_sums(grad_y_ptr + base, x_ptr + base, noise_ptr + (rows // C)[:, None] * HW, cols,
-                                     row_ok, lo, hi, wn, b, mean, rstd, const(SLOPE, ACC), C, ACC, NHWC, BLOCK, ROWS)
-    tl.store(part_g_ptr + rows * SPLIT + part, sum_g, mask=row_ok)
-    tl.store(part_gx_ptr + rows * SPLIT + part, sum_gx, mask=row_ok)
+    sum_g, sum_gc, sum_c = _chunk_grad_sums(grad_y_ptr + base, x_ptr + base, noise_ptr + (rows // C)[:, None] * HW,
+                                            cols, row_ok, lo, hi, wn, b, mean, const(SLOPE, ACC), C, ACC, NHWC, BLOCK,
+                                            ROWS)
+    slot = rows * SPLIT + part
+    tl.store(part_g_ptr + slot, sum_g, mask=row_ok)
+    tl.store(part_gc_ptr + slot, sum_gc, mask=row_ok)
+    tl.store(part_c_ptr + slot, sum_c, mask=row_ok)
 
 
 @triton.jit
@@ -199,7 +227,8 @@ def _adain_bwd_kernel(
     style_ptr,  # [N, 2C] acc, (ys | yb)
     stats_ptr,  # [N, 2C] acc, (mean | rstd)
     part_g_ptr,  # [N*C, SPLIT] acc: chunk Σ g (read when SPLIT > 1)
-    part_gx_ptr,  # [N*C, SPLIT] acc: chunk Σ g·x̂ (read when SPLIT > 1)
+    part_gc_ptr,  # [N*C, SPLIT] acc: chunk Σ g·(t − mean) (read when SPLIT > 1)
+    part_c_ptr,  # [N*C, SPLIT] acc: chunk Σ (t − mean) (read when SPLIT > 1)
     grad_x_ptr,  # [N, C, H, W] x.dtype, x's layout, written
     grad_style_ptr,  # [N, 2C] acc, written
     part_wn_ptr,  # [N*C, SPLIT] acc, written: chunk Σ dpre·noise
@@ -224,11 +253,12 @@ def _adain_bwd_kernel(
     if SINGLE:
         mask = row_ok[:, None] & (cols < HW)
         pre = _pre(x_row, noise_row, cols, mask, wn, b, C, ACC, NHWC)
-        xhat = (leaky(pre, slope) - mean) * rstd
+        centered = tl.where(mask, leaky(pre, slope) - mean, 0.0)
         g = tl.load(g_row + pixel(cols, C, NHWC), mask=mask, other=0).to(ACC)
         sum_g = tl.sum(g, 1)
-        sum_gx = tl.sum(tl.where(mask, g * xhat, 0.0), 1)
-        dt = (gain[:, None] * rstd) * (g - (sum_g / HW)[:, None] - xhat * (sum_gx / HW)[:, None])
+        mean_g, mean_c, cov = centred_grad_terms(sum_g, tl.sum(g * centered, 1), tl.sum(centered, 1), HW)
+        dt = (gain[:, None] * rstd) * (g - mean_g[:, None]
+                                       - (centered - mean_c[:, None]) * (rstd * rstd * cov[:, None]))
         dpre = tl.where(mask, dt * leaky_grad(pre, slope), 0.0)
         tl.store(gx_row + pixel(cols, C, NHWC), dpre.to(grad_x_ptr.dtype.element_ty), mask=mask)
         noise = tl.load(noise_row + cols, mask=mask, other=0).to(ACC)
@@ -237,19 +267,22 @@ def _adain_bwd_kernel(
     else:
         if SPLIT > 1:
             sum_g = combine_sums(part_g_ptr, rows, row_ok, SPLIT, SPLIT_BLOCK)
-            sum_gx = combine_sums(part_gx_ptr, rows, row_ok, SPLIT, SPLIT_BLOCK)
+            sum_gc = combine_sums(part_gc_ptr, rows, row_ok, SPLIT, SPLIT_BLOCK)
+            sum_c = combine_sums(part_c_ptr, rows, row_ok, SPLIT, SPLIT_BLOCK)
         else:
-            sum_g, sum_gx = _chunk_grad_sums(g_row, x_row, noise_row, cols, row_ok, 0, HW, wn, b, mean, rstd, slope,
-                                             C, ACC, NHWC, BLOCK, ROWS)
+            sum_g, sum_gc, sum_c = _chunk_grad_sums(g_row, x_row, noise_row, cols, row_ok, 0, HW, wn, b, mean, slope,
+                                                    C, ACC, NHWC, BLOCK, ROWS)
+        mean_g, mean_c, cov = centred_grad_terms(sum_g, sum_gc, sum_c, HW)
         # grad_x of this chunk and its sums for grad_noise_weight and grad_bias.
         acc_d = tl.zeros([ROWS, BLOCK], ACC)
         acc_dn = tl.zeros([ROWS, BLOCK], ACC)
         for start in range(lo, hi, BLOCK):
             mask = row_ok[:, None] & (start + cols < hi)
             pre = _pre(x_row, noise_row, start + cols, mask, wn, b, C, ACC, NHWC)
-            xhat = (leaky(pre, slope) - mean) * rstd
             g = tl.load(g_row + pixel(start + cols, C, NHWC), mask=mask, other=0).to(ACC)
-            dt = (gain[:, None] * rstd) * (g - (sum_g / HW)[:, None] - xhat * (sum_gx / HW)[:, None])
+            centered = leaky(pre, slope) - mean
+            dt = (gain[:, None] * rstd) * (g - mean_g[:, None]
+                                           - (centered - mean_c[:, None]) * (rstd * rstd * cov[:, None]))
             dpre = tl.where(mask, dt * leaky_grad(pre, slope), 0.0)
             tl.store(gx_row + pixel(start + cols, C, NHWC), dpre.to(grad_x_ptr.dtype.element_ty), mask=mask)
             noise = tl.load(noise_row + start + cols, mask=mask, other=0).to(ACC)
@@ -259,7 +292,7 @@ def _adain_bwd_kernel(
         sum_dpre_noise = tl.sum(acc_dn, 1)
     first = first_chunk(rows, row_ok, part)
     n, c = rows // C, rows % C
-    tl.store(grad_style_ptr + n * 2 * C + c, sum_gx, mask=first)
+    tl.store(grad_style_ptr + n * 2 * C + c, HW * cov * tl.reshape(rstd, [ROWS]), mask=first)
     tl.store(grad_style_ptr + n * 2 * C + C + c, sum_g, mask=first)
     tl.store(part_wn_ptr + rows * SPLIT + part, sum_dpre_noise, mask=row_ok)
     tl.store(part_b_ptr + rows * SPLIT + part, sum_dpre, mask=row_ok)
@@ -295,7 +328,7 @@ def adain_fwd(x, noise, noise_weight, bias, style, eps, slope):
     if x.numel():
         noise = noise.contiguous()
         split, chunk = row_split(n * c, h * w, x.device)
-        parts = _row_parts(n * c, split, style.dtype, x.device, 3)
+        parts = _row_parts(n * c, split, style.dtype, x.device, 4)
         nhwc = not x.is_contiguous()
         if split > 1:
             _moments(n * c, h * w, x, noise, noise_weight, bias, style, *parts, c, split=split, chunk=chunk,
@@ -320,7 +353,7 @@ def adain_bwd(grad_y, x, noise, noise_weight, bias, style, stats, eps, slope):
     part_wn, part_b = (torch.zeros((n, c, split), dtype=style.dtype, device=x.device) for _ in range(2))
     if x.numel():
         grad_y, noise = match_layout(grad_y, x), noise.contiguous()
-        sums = _row_parts(n * c, split, style.dtype, x.device, 2)
+        sums = _row_parts(n * c, split, style.dtype, x.device, 3)
         nhwc = not x.is_contiguous()
         if split > 1:
             _bwd_sums(n * c, h * w, grad_y, x, noise, noise_weight, bias, style, stats, *sums, c, split=split,

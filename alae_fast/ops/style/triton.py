@@ -12,10 +12,10 @@ import torch
 import triton
 import triton.language as tl
 
-from alae_fast.ops._triton import (RowKernel, acc_dtype, check_activation, check_tensor, combine_moments,
-                                   combine_sums, const, empty_act, first_chunk, leaky, leaky_grad, match_layout,
-                                   pixel, row_base, row_chunk, row_moments, row_split, tl_acc, welford_combine,
-                                   welford_update)
+from alae_fast.ops._triton import (RowKernel, acc_dtype, centred_grad_terms, check_activation, check_tensor,
+                                   combine_moments, combine_sums, const, empty_act, first_chunk, leaky, leaky_grad,
+                                   match_layout, pixel, row_base, row_chunk, row_moments, row_split, settle_mean,
+                                   tl_acc, welford_combine, welford_update)
 
 
 
@@ -26,26 +26,39 @@ def _load_pre(x_row, idx, mask, b, C, ACC: tl.constexpr, NHWC: tl.constexpr):
 
 
 @triton.jit
-def _chunk_moments(x_row, cols, row_ok, lo, hi, b, slope, C, ACC: tl.constexpr, NHWC: tl.constexpr,
+def _row_pivot(x_row, row_ok, b, slope, C, ACC: tl.constexpr, NHWC: tl.constexpr):
+    """t at pixel 0 of each row [ROWS], 0 where not finite: the moments are taken of t − pivot, so
+    their sums stay near the spread of the row whatever its mean."""
+    t0 = tl.sum(leaky(_load_pre(x_row, tl.zeros([1, 1], tl.int32), row_ok[:, None], b, C, ACC, NHWC), slope), 1)
+    return tl.where(t0 - t0 == 0, t0, 0.0)
+
+
+@triton.jit
+def _chunk_moments(x_row, cols, row_ok, lo, hi, b, slope, pivot, C, ACC: tl.constexpr, NHWC: tl.constexpr,
                    BLOCK: tl.constexpr, ROWS: tl.constexpr):
-    """Welford (mean, M2, count) [ROWS] of t over pixels [lo, hi): per lane, then merged across lanes."""
+    """Welford (mean, M2, count) and Σ, each [ROWS], of t − pivot over pixels [lo, hi): per lane,
+    then merged across lanes."""
     lane_mean = tl.zeros([ROWS, BLOCK], ACC)
     lane_m2 = tl.zeros([ROWS, BLOCK], ACC)
     lane_n = tl.zeros([ROWS, BLOCK], ACC)
+    lane_sum = tl.zeros([ROWS, BLOCK], ACC)
     for start in range(lo, hi, BLOCK):
         mask = row_ok[:, None] & (start + cols < hi)
-        t = leaky(_load_pre(x_row, start + cols, mask, b, C, ACC, NHWC), slope)
+        t = leaky(_load_pre(x_row, start + cols, mask, b, C, ACC, NHWC), slope) - pivot[:, None]
         lane_mean, lane_m2, lane_n = welford_update(t, mask, lane_mean, lane_m2, lane_n)
-    return tl.reduce((lane_mean, lane_m2, lane_n), 1, welford_combine)
+        lane_sum += tl.where(mask, t, 0.0)
+    mean, m2, count = tl.reduce((lane_mean, lane_m2, lane_n), 1, welford_combine)
+    return mean, m2, count, tl.sum(lane_sum, 1)
 
 
 @triton.jit
 def _style_moments_kernel(
     x_ptr,  # [N, C, H, W] x.dtype, NCHW or NHWC
     b_ptr,  # [C] acc
-    mean_ptr,  # [N*C, SPLIT] acc, written: chunk means
+    mean_ptr,  # [N*C, SPLIT] acc, written: chunk means of t − pivot (see _row_pivot)
     m2_ptr,  # [N*C, SPLIT] acc, written: chunk Σ (t − mean)²
     count_ptr,  # [N*C, SPLIT] acc, written: chunk sizes
+    sum_ptr,  # [N*C, SPLIT] acc, written: chunk Σ (t − pivot)
     C,  # channels
     NC,  # rows = N*C
     HW,  # row length
@@ -58,20 +71,24 @@ def _style_moments_kernel(
     b = tl.load(b_ptr + rows % C, mask=row_ok, other=0)[:, None]
     x_row = x_ptr + row_base(rows, C, HW, NHWC)[:, None]  # [ROWS, 1]
     cols = tl.arange(0, BLOCK)[None, :]  # [1, BLOCK]
-    mean, m2, count = _chunk_moments(x_row, cols, row_ok, lo, hi, b, const(SLOPE, ACC), C, ACC, NHWC, BLOCK, ROWS)
+    slope = const(SLOPE, ACC)
+    pivot = _row_pivot(x_row, row_ok, b, slope, C, ACC, NHWC)
+    mean, m2, count, total = _chunk_moments(x_row, cols, row_ok, lo, hi, b, slope, pivot, C, ACC, NHWC, BLOCK, ROWS)
     slot = rows * SPLIT + part
     tl.store(mean_ptr + slot, mean, mask=row_ok)
     tl.store(m2_ptr + slot, m2, mask=row_ok)
     tl.store(count_ptr + slot, count, mask=row_ok)
+    tl.store(sum_ptr + slot, total, mask=row_ok)
 
 
 @triton.jit
 def _style_fwd_kernel(
     x_ptr,  # [N, C, H, W] x.dtype, NCHW or NHWC
     b_ptr,  # [C] acc
-    mean_ptr,  # [N*C, SPLIT] acc: chunk moments (read when SPLIT > 1)
+    mean_ptr,  # [N*C, SPLIT] acc: chunk moments of t − pivot (read when SPLIT > 1)
     m2_ptr,  # [N*C, SPLIT] acc
     count_ptr,  # [N*C, SPLIT] acc
+    sum_ptr,  # [N*C, SPLIT] acc
     y_ptr,  # [N, C, H, W] x.dtype, x's layout, written
     stats_ptr,  # [N, 2C] acc, (mean | std), written
     C,  # channels
@@ -96,10 +113,14 @@ def _style_fwd_kernel(
         rstd = 1.0 / tl.sqrt(var + const(EPS, ACC))
         tl.store(y_row + pixel(cols, C, NHWC), (centered * rstd[:, None]).to(y_ptr.dtype.element_ty), mask=mask)
     else:
+        pivot = _row_pivot(x_row, row_ok, b, slope, C, ACC, NHWC)
         if SPLIT > 1:
-            mean, m2 = combine_moments(mean_ptr, m2_ptr, count_ptr, rows, row_ok, SPLIT, SPLIT_BLOCK)
+            mean, m2 = combine_moments(mean_ptr, m2_ptr, count_ptr, sum_ptr, rows, row_ok, SPLIT, SPLIT_BLOCK)
         else:
-            mean, m2, _ = _chunk_moments(x_row, cols, row_ok, 0, HW, b, slope, C, ACC, NHWC, BLOCK, ROWS)
+            mean, m2, count, total = _chunk_moments(x_row, cols, row_ok, 0, HW, b, slope, pivot, C, ACC, NHWC, BLOCK,
+                                                    ROWS)
+            mean = settle_mean(mean, m2, total, count)
+        mean += pivot
         var = m2 / HW
         rstd = 1.0 / tl.sqrt(var + const(EPS, ACC))
         for start in range(lo, hi, BLOCK):
@@ -127,18 +148,21 @@ def _bwd_row_terms(grad_stats_ptr, stats_ptr, rows, row_ok, C, HW, EPS: tl.const
 
 
 @triton.jit
-def _chunk_grad_sums(g_row, x_row, cols, row_ok, lo, hi, b, mean, rstd, slope, C, ACC: tl.constexpr,
-                     NHWC: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr):
-    """(Σ g, Σ g·x̂) [ROWS] over pixels [lo, hi), with x̂ = (t − mean)·rstd computed centred."""
+def _chunk_grad_sums(g_row, x_row, cols, row_ok, lo, hi, b, mean, slope, C, ACC: tl.constexpr, NHWC: tl.constexpr,
+                     BLOCK: tl.constexpr, ROWS: tl.constexpr):
+    """(Σ g, Σ g·c, Σ c) [ROWS] over pixels [lo, hi), with c = t − mean."""
     acc_g = tl.zeros([ROWS, BLOCK], ACC)
-    acc_gx = tl.zeros([ROWS, BLOCK], ACC)
+    acc_gc = tl.zeros([ROWS, BLOCK], ACC)
+    acc_c = tl.zeros([ROWS, BLOCK], ACC)
     for start in range(lo, hi, BLOCK):
         mask = row_ok[:, None] & (start + cols < hi)
         pre = _load_pre(x_row, start + cols, mask, b, C, ACC, NHWC)
         g = tl.load(g_row + pixel(start + cols, C, NHWC), mask=mask, other=0).to(ACC)
+        centered = tl.where(mask, leaky(pre, slope) - mean, 0.0)
         acc_g += g
-        acc_gx += tl.where(mask, g * (leaky(pre, slope) - mean) * rstd, 0.0)
-    return tl.sum(acc_g, 1), tl.sum(acc_gx, 1)
+        acc_gc += g * centered
+        acc_c += centered
+    return tl.sum(acc_g, 1), tl.sum(acc_gc, 1), tl.sum(acc_c, 1)
 
 
 @triton.jit
@@ -149,7 +173,8 @@ def _style_bwd_sums_kernel(
     b_ptr,  # [C] acc
     stats_ptr,  # [N, 2C] acc, (mean | std)
     part_g_ptr,  # [N*C, SPLIT] acc, written: chunk Σ g
-    part_gx_ptr,  # [N*C, SPLIT] acc, written: chunk Σ g·x̂
+    part_gc_ptr,  # [N*C, SPLIT] acc, written: chunk Σ g·(t − mean)
+    part_c_ptr,  # [N*C, SPLIT] acc, written: chunk Σ (t − mean)
     C,  # channels
     NC,  # rows = N*C
     HW,  # row length
@@ -161,13 +186,15 @@ def _style_bwd_sums_kernel(
     rows, part, lo, hi = row_chunk(SPLIT, CHUNK, HW, ROWS)
     row_ok = rows < NC
     b = tl.load(b_ptr + rows % C, mask=row_ok, other=0)[:, None]
-    mean, rstd, _, _ = _bwd_row_terms(grad_stats_ptr, stats_ptr, rows, row_ok, C, HW, EPS, ACC)
+    mean, _, _, _ = _bwd_row_terms(grad_stats_ptr, stats_ptr, rows, row_ok, C, HW, EPS, ACC)
     base = row_base(rows, C, HW, NHWC)[:, None]  # [ROWS, 1]
     cols = tl.arange(0, BLOCK)[None, :]  # [1, BLOCK]
-    sum_g, sum_gx = _chunk_grad_sums(grad_y_ptr + base, x_ptr + base, cols, row_ok, lo, hi, b, mean, rstd,
-                                     const(SLOPE, ACC), C, ACC, NHWC, BLOCK, ROWS)
-    tl.store(part_g_ptr + rows * SPLIT + part, sum_g, mask=row_ok)
-    tl.store(part_gx_ptr + rows * SPLIT + part, sum_gx, mask=row_ok)
+    sum_g, sum_gc, sum_c = _chunk_grad_sums(grad_y_ptr + base, x_ptr + base, cols, row_ok, lo, hi, b, mean,
+                                            const(SLOPE, ACC), C, ACC, NHWC, BLOCK, ROWS)
+    slot = rows * SPLIT + part
+    tl.store(part_g_ptr + slot, sum_g, mask=row_ok)
+    tl.store(part_gc_ptr + slot, sum_gc, mask=row_ok)
+    tl.store(part_c_ptr + slot, sum_c, mask=row_ok)
 
 
 @triton.jit
@@ -178,7 +205,8 @@ def _style_bwd_kernel(
     b_ptr,  # [C] acc
     stats_ptr,  # [N, 2C] acc, (mean | std)
     part_g_ptr,  # [N*C, SPLIT] acc: chunk Σ g (read when SPLIT > 1)
-    part_gx_ptr,  # [N*C, SPLIT] acc: chunk Σ g·x̂ (read when SPLIT > 1)
+    part_gc_ptr,  # [N*C, SPLIT] acc: chunk Σ g·(t − mean) (read when SPLIT > 1)
+    part_c_ptr,  # [N*C, SPLIT] acc: chunk Σ (t − mean) (read when SPLIT > 1)
     grad_x_ptr,  # [N, C, H, W] x.dtype, x's layout, written
     part_b_ptr,  # [N*C, SPLIT] acc, written: chunk Σ dpre
     C,  # channels
@@ -201,31 +229,31 @@ def _style_bwd_kernel(
     if SINGLE:
         mask = row_ok[:, None] & (cols < HW)
         pre = _load_pre(x_row, cols, mask, b, C, ACC, NHWC)
-        centered = leaky(pre, slope) - mean
+        centered = tl.where(mask, leaky(pre, slope) - mean, 0.0)
         g = tl.load(g_row + pixel(cols, C, NHWC), mask=mask, other=0).to(ACC)
-        mean_g = (tl.sum(g, 1) / HW)[:, None]
-        mean_gx = (tl.sum(tl.where(mask, g * centered * rstd, 0.0), 1) / HW)[:, None]
-        dt = rstd * (g - mean_g - centered * rstd * mean_gx) + g_mean + g_std * centered
+        mean_g, mean_c, cov = centred_grad_terms(tl.sum(g, 1), tl.sum(g * centered, 1), tl.sum(centered, 1), HW)
+        centered -= mean_c[:, None]
+        dt = rstd * (g - mean_g[:, None] - centered * (rstd * rstd * cov[:, None])) + g_mean + g_std * centered
         dpre = tl.where(mask, dt * leaky_grad(pre, slope), 0.0)
         tl.store(gx_row + pixel(cols, C, NHWC), dpre.to(grad_x_ptr.dtype.element_ty), mask=mask)
         sum_dpre = tl.sum(dpre, 1)
     else:
         if SPLIT > 1:
             sum_g = combine_sums(part_g_ptr, rows, row_ok, SPLIT, SPLIT_BLOCK)
-            sum_gx = combine_sums(part_gx_ptr, rows, row_ok, SPLIT, SPLIT_BLOCK)
+            sum_gc = combine_sums(part_gc_ptr, rows, row_ok, SPLIT, SPLIT_BLOCK)
+            sum_c = combine_sums(part_c_ptr, rows, row_ok, SPLIT, SPLIT_BLOCK)
         else:
-            sum_g, sum_gx = _chunk_grad_sums(g_row, x_row, cols, row_ok, 0, HW, b, mean, rstd, slope, C, ACC, NHWC,
-                                             BLOCK, ROWS)
-        mean_g = (sum_g / HW)[:, None]
-        mean_gx = (sum_gx / HW)[:, None]
+            sum_g, sum_gc, sum_c = _chunk_grad_sums(g_row, x_row, cols, row_ok, 0, HW, b, mean, slope, C, ACC, NHWC,
+                                                    BLOCK, ROWS)
+        mean_g, mean_c, cov = centred_grad_terms(sum_g, sum_gc, sum_c, HW)
         # grad_x of this chunk and its sum for grad_bias.
         acc_d = tl.zeros([ROWS, BLOCK], ACC)
         for start in range(lo, hi, BLOCK):
             mask = row_ok[:, None] & (start + cols < hi)
             pre = _load_pre(x_row, start + cols, mask, b, C, ACC, NHWC)
-            centered = leaky(pre, slope) - mean
+            centered = leaky(pre, slope) - mean - mean_c[:, None]
             g = tl.load(g_row + pixel(start + cols, C, NHWC), mask=mask, other=0).to(ACC)
-            dt = rstd * (g - mean_g - centered * rstd * mean_gx) + g_mean + g_std * centered
+            dt = rstd * (g - mean_g[:, None] - centered * (rstd * rstd * cov[:, None])) + g_mean + g_std * centered
             dpre = tl.where(mask, dt * leaky_grad(pre, slope), 0.0)
             tl.store(gx_row + pixel(start + cols, C, NHWC), dpre.to(grad_x_ptr.dtype.element_ty), mask=mask)
             acc_d += dpre
@@ -347,7 +375,7 @@ def style_fwd(x, bias, eps, slope):
     stats = torch.empty((n, 2 * c), dtype=bias.dtype, device=x.device)
     if x.numel():
         split, chunk = row_split(n * c, h * w, x.device)
-        parts = _row_parts(n * c, split, bias.dtype, x.device, 3)
+        parts = _row_parts(n * c, split, bias.dtype, x.device, 4)
         nhwc = not x.is_contiguous()
         if split > 1:
             _moments(n * c, h * w, x, bias, *parts, c, split=split, chunk=chunk, SLOPE=float(slope),
@@ -373,7 +401,7 @@ def style_bwd(grad_y, grad_stats, x, bias, stats, eps, slope):
     part_b = torch.zeros((n, c, split), dtype=acc, device=x.device)
     if x.numel():
         grad_y = match_layout(grad_y, x)
-        sums = _row_parts(n * c, split, acc, x.device, 2)
+        sums = _row_parts(n * c, split, acc, x.device, 3)
         nhwc = not x.is_contiguous()
         if split > 1:
             _bwd_sums(n * c, h * w, grad_y, grad_stats, x, bias, stats, *sums, c, split=split, chunk=chunk,
