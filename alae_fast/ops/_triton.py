@@ -248,6 +248,16 @@ def centred_grad_terms(sum_g, sum_gc, sum_c, HW):
 
 
 @triton.jit
+def kink_terms(g, centered, slope_mask, mask):
+    """Per-element terms [R, B] of Σ (d − 1)·g, Σ (1 − d), Σ (d − 1)·c for d = leaky'(pre), zero
+    where d = 1. With E, M, Q their row sums, Σ_row d·dt = A·(E + mean_g·M − k·Q) for dt =
+    A·(g − mean_g − k·c) and c summing to 0: the bias gradient without cancellation (exactly 0
+    when no pre-activation is negative)."""
+    d1 = tl.where(mask, slope_mask - 1.0, 0.0)
+    return d1 * g, -d1, d1 * centered
+
+
+@triton.jit
 def welford_update(t, mask, lane_mean, lane_m2, lane_n):
     """One masked Welford step per lane of a [ROWS, BLOCK] tile; merge lanes with welford_combine."""
     lane_n += tl.where(mask, 1.0, 0.0)

@@ -13,9 +13,9 @@ import triton
 import triton.language as tl
 
 from alae_fast.ops._triton import (RowKernel, acc_dtype, centred_grad_terms, check_activation, check_tensor,
-                                   combine_moments, combine_sums, const, empty_act, first_chunk, leaky, leaky_grad,
-                                   match_layout, pixel, row_base, row_chunk, row_moments, row_split, settle_mean,
-                                   tl_acc, welford_combine, welford_update)
+                                   combine_moments, combine_sums, const, empty_act, first_chunk, kink_terms, leaky,
+                                   leaky_grad, match_layout, pixel, row_base, row_chunk, row_moments, row_split,
+                                   settle_mean, tl_acc, welford_combine, welford_update)
 
 
 @triton.jit
@@ -257,13 +257,15 @@ def _adain_bwd_kernel(
         g = tl.load(g_row + pixel(cols, C, NHWC), mask=mask, other=0).to(ACC)
         sum_g = tl.sum(g, 1)
         mean_g, mean_c, cov = centred_grad_terms(sum_g, tl.sum(g * centered, 1), tl.sum(centered, 1), HW)
-        dt = (gain[:, None] * rstd) * (g - mean_g[:, None]
-                                       - (centered - mean_c[:, None]) * (rstd * rstd * cov[:, None]))
-        dpre = tl.where(mask, dt * leaky_grad(pre, slope), 0.0)
+        centered -= mean_c[:, None]
+        d = leaky_grad(pre, slope)
+        dt = (gain[:, None] * rstd) * (g - mean_g[:, None] - centered * (rstd * rstd * cov[:, None]))
+        dpre = tl.where(mask, dt * d, 0.0)
         tl.store(gx_row + pixel(cols, C, NHWC), dpre.to(grad_x_ptr.dtype.element_ty), mask=mask)
         noise = tl.load(noise_row + cols, mask=mask, other=0).to(ACC)
-        sum_dpre = tl.sum(dpre, 1)
         sum_dpre_noise = tl.sum(dpre * noise, 1)
+        e, m, q = kink_terms(g, centered, d, mask)
+        kink_e, kink_m, kink_q = tl.sum(e, 1), tl.sum(m, 1), tl.sum(q, 1)
     else:
         if SPLIT > 1:
             sum_g = combine_sums(part_g_ptr, rows, row_ok, SPLIT, SPLIT_BLOCK)
@@ -274,25 +276,33 @@ def _adain_bwd_kernel(
                                                     C, ACC, NHWC, BLOCK, ROWS)
         mean_g, mean_c, cov = centred_grad_terms(sum_g, sum_gc, sum_c, HW)
         # grad_x of this chunk and its sums for grad_noise_weight and grad_bias.
-        acc_d = tl.zeros([ROWS, BLOCK], ACC)
         acc_dn = tl.zeros([ROWS, BLOCK], ACC)
+        acc_e = tl.zeros([ROWS, BLOCK], ACC)
+        acc_m = tl.zeros([ROWS, BLOCK], ACC)
+        acc_q = tl.zeros([ROWS, BLOCK], ACC)
         for start in range(lo, hi, BLOCK):
             mask = row_ok[:, None] & (start + cols < hi)
             pre = _pre(x_row, noise_row, start + cols, mask, wn, b, C, ACC, NHWC)
             g = tl.load(g_row + pixel(start + cols, C, NHWC), mask=mask, other=0).to(ACC)
-            centered = leaky(pre, slope) - mean
-            dt = (gain[:, None] * rstd) * (g - mean_g[:, None]
-                                           - (centered - mean_c[:, None]) * (rstd * rstd * cov[:, None]))
-            dpre = tl.where(mask, dt * leaky_grad(pre, slope), 0.0)
+            centered = leaky(pre, slope) - mean - mean_c[:, None]
+            d = leaky_grad(pre, slope)
+            dt = (gain[:, None] * rstd) * (g - mean_g[:, None] - centered * (rstd * rstd * cov[:, None]))
+            dpre = tl.where(mask, dt * d, 0.0)
             tl.store(gx_row + pixel(start + cols, C, NHWC), dpre.to(grad_x_ptr.dtype.element_ty), mask=mask)
             noise = tl.load(noise_row + start + cols, mask=mask, other=0).to(ACC)
-            acc_d += dpre
             acc_dn += dpre * noise
-        sum_dpre = tl.sum(acc_d, 1)
+            e, m, q = kink_terms(g, centered, d, mask)
+            acc_e += e
+            acc_m += m
+            acc_q += q
         sum_dpre_noise = tl.sum(acc_dn, 1)
+        kink_e, kink_m, kink_q = tl.sum(acc_e, 1), tl.sum(acc_m, 1), tl.sum(acc_q, 1)
+    rstd = tl.reshape(rstd, [ROWS])
+    # This chunk's share of Σ_row dpre (see kink_terms).
+    sum_dpre = gain * rstd * (kink_e + mean_g * kink_m - rstd * rstd * cov * kink_q)
     first = first_chunk(rows, row_ok, part)
     n, c = rows // C, rows % C
-    tl.store(grad_style_ptr + n * 2 * C + c, HW * cov * tl.reshape(rstd, [ROWS]), mask=first)
+    tl.store(grad_style_ptr + n * 2 * C + c, HW * cov * rstd, mask=first)
     tl.store(grad_style_ptr + n * 2 * C + C + c, sum_g, mask=first)
     tl.store(part_wn_ptr + rows * SPLIT + part, sum_dpre_noise, mask=row_ok)
     tl.store(part_b_ptr + rows * SPLIT + part, sum_dpre, mask=row_ok)

@@ -13,9 +13,9 @@ import triton
 import triton.language as tl
 
 from alae_fast.ops._triton import (RowKernel, acc_dtype, centred_grad_terms, check_activation, check_tensor,
-                                   combine_moments, combine_sums, const, empty_act, first_chunk, leaky, leaky_grad,
-                                   match_layout, pixel, row_base, row_chunk, row_moments, row_split, settle_mean,
-                                   tl_acc, welford_combine, welford_update)
+                                   combine_moments, combine_sums, const, empty_act, first_chunk, kink_terms, leaky,
+                                   leaky_grad, match_layout, pixel, row_base, row_chunk, row_moments, row_split,
+                                   settle_mean, tl_acc, welford_combine, welford_update)
 
 
 
@@ -233,10 +233,12 @@ def _style_bwd_kernel(
         g = tl.load(g_row + pixel(cols, C, NHWC), mask=mask, other=0).to(ACC)
         mean_g, mean_c, cov = centred_grad_terms(tl.sum(g, 1), tl.sum(g * centered, 1), tl.sum(centered, 1), HW)
         centered -= mean_c[:, None]
+        d = leaky_grad(pre, slope)
         dt = rstd * (g - mean_g[:, None] - centered * (rstd * rstd * cov[:, None])) + g_mean + g_std * centered
-        dpre = tl.where(mask, dt * leaky_grad(pre, slope), 0.0)
+        dpre = tl.where(mask, dt * d, 0.0)
         tl.store(gx_row + pixel(cols, C, NHWC), dpre.to(grad_x_ptr.dtype.element_ty), mask=mask)
-        sum_dpre = tl.sum(dpre, 1)
+        e, m, q = kink_terms(g, centered, d, mask)
+        kink_e, kink_m, kink_q = tl.sum(e, 1), tl.sum(m, 1), tl.sum(q, 1)
     else:
         if SPLIT > 1:
             sum_g = combine_sums(part_g_ptr, rows, row_ok, SPLIT, SPLIT_BLOCK)
@@ -246,18 +248,29 @@ def _style_bwd_kernel(
             sum_g, sum_gc, sum_c = _chunk_grad_sums(g_row, x_row, cols, row_ok, 0, HW, b, mean, slope, C, ACC, NHWC,
                                                     BLOCK, ROWS)
         mean_g, mean_c, cov = centred_grad_terms(sum_g, sum_gc, sum_c, HW)
-        # grad_x of this chunk and its sum for grad_bias.
-        acc_d = tl.zeros([ROWS, BLOCK], ACC)
+        # grad_x of this chunk and its share of grad_bias.
+        acc_e = tl.zeros([ROWS, BLOCK], ACC)
+        acc_m = tl.zeros([ROWS, BLOCK], ACC)
+        acc_q = tl.zeros([ROWS, BLOCK], ACC)
         for start in range(lo, hi, BLOCK):
             mask = row_ok[:, None] & (start + cols < hi)
             pre = _load_pre(x_row, start + cols, mask, b, C, ACC, NHWC)
             centered = leaky(pre, slope) - mean - mean_c[:, None]
             g = tl.load(g_row + pixel(start + cols, C, NHWC), mask=mask, other=0).to(ACC)
+            d = leaky_grad(pre, slope)
             dt = rstd * (g - mean_g[:, None] - centered * (rstd * rstd * cov[:, None])) + g_mean + g_std * centered
-            dpre = tl.where(mask, dt * leaky_grad(pre, slope), 0.0)
+            dpre = tl.where(mask, dt * d, 0.0)
             tl.store(gx_row + pixel(start + cols, C, NHWC), dpre.to(grad_x_ptr.dtype.element_ty), mask=mask)
-            acc_d += dpre
-        sum_dpre = tl.sum(acc_d, 1)
+            e, m, q = kink_terms(g, centered, d, mask)
+            acc_e += e
+            acc_m += m
+            acc_q += q
+        kink_e, kink_m, kink_q = tl.sum(acc_e, 1), tl.sum(acc_m, 1), tl.sum(acc_q, 1)
+    # This chunk's share of Σ_row dpre (see kink_terms; the mean and std outputs add g_mean·Σ d and
+    # g_std·Σ d·c).
+    rstd, g_mean, g_std = tl.reshape(rstd, [ROWS]), tl.reshape(g_mean, [ROWS]), tl.reshape(g_std, [ROWS])
+    sum_dpre = (rstd * (kink_e + mean_g * kink_m - rstd * rstd * cov * kink_q) + g_mean * ((hi - lo) - kink_m)
+                + g_std * kink_q)
     tl.store(part_b_ptr + rows * SPLIT + part, sum_dpre, mask=row_ok)
 
 
