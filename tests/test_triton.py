@@ -122,10 +122,15 @@ def test_argument_errors_name_the_argument():
 
 
 @interpreter
-def test_compile_fullgraph():
-    """torch.compile sees the op as opaque (custom op + fake impl): no graph break, same values."""
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_compile_fullgraph(channels_last):
+    """torch.compile sees the op as opaque (custom op + fake impl): no graph break, same values; the
+    fake outputs are laid out as the kernels' (NHWC in, NHWC out)."""
     case = CASES["modulated_adain"]
     args = case.make((2, 3, 3, 5), torch.float32, "cpu", torch.Generator().manual_seed(0))
+    if channels_last:
+        args = [a.to(memory_format=torch.channels_last) if isinstance(a, torch.Tensor) and a.dim() == 4 else a
+                for a in args]
     x = args[0].requires_grad_()
 
     def f(x, *rest):
@@ -137,6 +142,7 @@ def test_compile_fullgraph():
     (want_gx,) = torch.autograd.grad(f(x, *args[1:]), [x])
     torch.testing.assert_close(loss, f(x, *args[1:]))
     torch.testing.assert_close(gx, want_gx)
+    assert gx.stride() == want_gx.stride() == x.stride()
 
 
 # ---------------------------------------------------------------------------------------------
