@@ -248,13 +248,19 @@ def centred_grad_terms(sum_g, sum_gc, sum_c, HW):
 
 
 @triton.jit
-def kink_terms(g, centered, slope_mask, mask):
-    """Per-element terms [R, B] of Σ (d − 1)·g, Σ (1 − d), Σ (d − 1)·c for d = leaky'(pre), zero
-    where d = 1. With E, M, Q their row sums, Σ_row d·dt = A·(E + mean_g·M − k·Q) for dt =
-    A·(g − mean_g − k·c) and c summing to 0: the bias gradient without cancellation (exactly 0
-    when no pre-activation is negative)."""
-    d1 = tl.where(mask, slope_mask - 1.0, 0.0)
+def kink_terms(g, centered, d, d0, mask):
+    """Per-element terms [R, B] of E = Σ (d − d0)·g, M = Σ (d0 − d), Q = Σ (d − d0)·c for d = leaky'(pre)
+    and a per-row d0 [R, 1] (1 or the slope, the value most of the row takes). As Σ dt = 0 for
+    dt = A·(g − mean_g − k·c) with c summing to 0, Σ_row d·dt = A·(E + mean_g·M − k·Q): the bias
+    gradient without cancellation, exactly 0 when d is d0 on the whole row."""
+    d1 = tl.where(mask, d - d0, 0.0)
     return d1 * g, -d1, d1 * centered
+
+
+@triton.jit
+def kink_base(mean, slope):
+    """d0 of kink_terms [R, 1] from the rows' means [R, 1]: the slope for a negative mean, else 1."""
+    return tl.where(mean < 0, slope, 1.0)
 
 
 @triton.jit
@@ -304,6 +310,14 @@ def row_split(rows: int, hw: int, device: torch.device) -> tuple[int, int]:
         return 1, hw
     chunk = triton.cdiv(triton.cdiv(hw, split), SPLIT_ALIGN) * SPLIT_ALIGN
     return triton.cdiv(hw, chunk), chunk
+
+
+def chunk_partials(rows: int, split: int, like: torch.Tensor, count: int) -> list[torch.Tensor]:
+    """`count` [N*C, SPLIT] buffers of per-chunk partials in like's dtype (every slot is written before it
+    is read); unsplit rows read none, so they get `like` itself as a placeholder."""
+    if split == 1:
+        return [like] * count
+    return [torch.empty((rows, split), dtype=like.dtype, device=like.device) for _ in range(count)]
 
 
 class RowKernel:

@@ -13,9 +13,9 @@ import triton
 import triton.language as tl
 
 from alae_fast.ops._triton import (RowKernel, acc_dtype, centred_grad_terms, check_activation, check_tensor,
-                                   combine_moments, combine_sums, const, empty_act, first_chunk, kink_terms, leaky,
-                                   leaky_grad, match_layout, pixel, row_base, row_chunk, row_moments, row_split,
-                                   settle_mean, tl_acc, welford_combine, welford_update)
+                                   chunk_partials, combine_moments, combine_sums, const, empty_act, first_chunk,
+                                   kink_base, kink_terms, leaky, leaky_grad, match_layout, pixel, row_base, row_chunk,
+                                   row_moments, row_split, settle_mean, tl_acc, welford_combine, welford_update)
 
 
 @triton.jit
@@ -250,6 +250,7 @@ def _adain_bwd_kernel(
     x_row, g_row, gx_row = x_ptr + base, grad_y_ptr + base, grad_x_ptr + base
     noise_row = noise_ptr + (rows // C)[:, None] * HW
     cols = tl.arange(0, BLOCK)[None, :]  # [1, BLOCK]
+    d0 = kink_base(mean, slope)  # [ROWS, 1]
     if SINGLE:
         mask = row_ok[:, None] & (cols < HW)
         pre = _pre(x_row, noise_row, cols, mask, wn, b, C, ACC, NHWC)
@@ -264,7 +265,7 @@ def _adain_bwd_kernel(
         tl.store(gx_row + pixel(cols, C, NHWC), dpre.to(grad_x_ptr.dtype.element_ty), mask=mask)
         noise = tl.load(noise_row + cols, mask=mask, other=0).to(ACC)
         sum_dpre_noise = tl.sum(dpre * noise, 1)
-        e, m, q = kink_terms(g, centered, d, mask)
+        e, m, q = kink_terms(g, centered, d, d0, mask)
         kink_e, kink_m, kink_q = tl.sum(e, 1), tl.sum(m, 1), tl.sum(q, 1)
     else:
         if SPLIT > 1:
@@ -291,7 +292,7 @@ def _adain_bwd_kernel(
             tl.store(gx_row + pixel(start + cols, C, NHWC), dpre.to(grad_x_ptr.dtype.element_ty), mask=mask)
             noise = tl.load(noise_row + start + cols, mask=mask, other=0).to(ACC)
             acc_dn += dpre * noise
-            e, m, q = kink_terms(g, centered, d, mask)
+            e, m, q = kink_terms(g, centered, d, d0, mask)
             acc_e += e
             acc_m += m
             acc_q += q
@@ -324,11 +325,6 @@ def _check(op, x, noise, noise_weight, bias, style):
     check_tensor(op, "style", style, x.device, acc, (n, 2 * c), "[N, 2C]")
 
 
-def _row_parts(rows, split, dtype, device, count):
-    """`count` [N*C, SPLIT] buffers of per-chunk partials (every slot is written before it is read)."""
-    return [torch.empty((rows, split), dtype=dtype, device=device) for _ in range(count)]
-
-
 def adain_fwd(x, noise, noise_weight, bias, style, eps, slope):
     """(y [N,C,H,W] in x's layout, stats [N,2C] = (mean | rstd) in acc dtype)."""
     _check("adain_fwd", x, noise, noise_weight, bias, style)
@@ -338,7 +334,7 @@ def adain_fwd(x, noise, noise_weight, bias, style, eps, slope):
     if x.numel():
         noise = noise.contiguous()
         split, chunk = row_split(n * c, h * w, x.device)
-        parts = _row_parts(n * c, split, style.dtype, x.device, 4)
+        parts = chunk_partials(n * c, split, style, 4)
         nhwc = not x.is_contiguous()
         if split > 1:
             _moments(n * c, h * w, x, noise, noise_weight, bias, style, *parts, c, split=split, chunk=chunk,
@@ -363,7 +359,7 @@ def adain_bwd(grad_y, x, noise, noise_weight, bias, style, stats, eps, slope):
     part_wn, part_b = (torch.zeros((n, c, split), dtype=style.dtype, device=x.device) for _ in range(2))
     if x.numel():
         grad_y, noise = match_layout(grad_y, x), noise.contiguous()
-        sums = _row_parts(n * c, split, style.dtype, x.device, 3)
+        sums = chunk_partials(n * c, split, style, 3)
         nhwc = not x.is_contiguous()
         if split > 1:
             _bwd_sums(n * c, h * w, grad_y, x, noise, noise_weight, bias, style, stats, *sums, c, split=split,

@@ -13,9 +13,9 @@ import triton
 import triton.language as tl
 
 from alae_fast.ops._triton import (RowKernel, acc_dtype, centred_grad_terms, check_activation, check_tensor,
-                                   combine_moments, combine_sums, const, empty_act, first_chunk, kink_terms, leaky,
-                                   leaky_grad, match_layout, pixel, row_base, row_chunk, row_moments, row_split,
-                                   settle_mean, tl_acc, welford_combine, welford_update)
+                                   chunk_partials, combine_moments, combine_sums, const, empty_act, first_chunk,
+                                   kink_base, kink_terms, leaky, leaky_grad, match_layout, pixel, row_base, row_chunk,
+                                   row_moments, row_split, settle_mean, tl_acc, welford_combine, welford_update)
 
 
 
@@ -226,6 +226,7 @@ def _style_bwd_kernel(
     base = row_base(rows, C, HW, NHWC)[:, None]  # [ROWS, 1]
     x_row, g_row, gx_row = x_ptr + base, grad_y_ptr + base, grad_x_ptr + base
     cols = tl.arange(0, BLOCK)[None, :]  # [1, BLOCK]
+    d0 = kink_base(mean, slope)  # [ROWS, 1]
     if SINGLE:
         mask = row_ok[:, None] & (cols < HW)
         pre = _load_pre(x_row, cols, mask, b, C, ACC, NHWC)
@@ -237,7 +238,7 @@ def _style_bwd_kernel(
         dt = rstd * (g - mean_g[:, None] - centered * (rstd * rstd * cov[:, None])) + g_mean + g_std * centered
         dpre = tl.where(mask, dt * d, 0.0)
         tl.store(gx_row + pixel(cols, C, NHWC), dpre.to(grad_x_ptr.dtype.element_ty), mask=mask)
-        e, m, q = kink_terms(g, centered, d, mask)
+        e, m, q = kink_terms(g, centered, d, d0, mask)
         kink_e, kink_m, kink_q = tl.sum(e, 1), tl.sum(m, 1), tl.sum(q, 1)
     else:
         if SPLIT > 1:
@@ -261,16 +262,16 @@ def _style_bwd_kernel(
             dt = rstd * (g - mean_g[:, None] - centered * (rstd * rstd * cov[:, None])) + g_mean + g_std * centered
             dpre = tl.where(mask, dt * d, 0.0)
             tl.store(gx_row + pixel(start + cols, C, NHWC), dpre.to(grad_x_ptr.dtype.element_ty), mask=mask)
-            e, m, q = kink_terms(g, centered, d, mask)
+            e, m, q = kink_terms(g, centered, d, d0, mask)
             acc_e += e
             acc_m += m
             acc_q += q
         kink_e, kink_m, kink_q = tl.sum(acc_e, 1), tl.sum(acc_m, 1), tl.sum(acc_q, 1)
     # This chunk's share of Σ_row dpre (see kink_terms; the mean and std outputs add g_mean·Σ d and
-    # g_std·Σ d·c).
+    # g_std·Σ d·c = g_std·Q).
     rstd, g_mean, g_std = tl.reshape(rstd, [ROWS]), tl.reshape(g_mean, [ROWS]), tl.reshape(g_std, [ROWS])
-    sum_dpre = (rstd * (kink_e + mean_g * kink_m - rstd * rstd * cov * kink_q) + g_mean * ((hi - lo) - kink_m)
-                + g_std * kink_q)
+    sum_dpre = (rstd * (kink_e + mean_g * kink_m - rstd * rstd * cov * kink_q)
+                + g_mean * (tl.reshape(d0, [ROWS]) * (hi - lo) - kink_m) + g_std * kink_q)
     tl.store(part_b_ptr + rows * SPLIT + part, sum_dpre, mask=row_ok)
 
 
@@ -374,11 +375,6 @@ def _check_rows(op, x):
                          "mean and std are undefined, so H·W must be at least 1")
 
 
-def _row_parts(rows, split, dtype, device, count):
-    """`count` [N*C, SPLIT] buffers of per-chunk partials (every slot is written before it is read)."""
-    return [torch.empty((rows, split), dtype=dtype, device=device) for _ in range(count)]
-
-
 def style_fwd(x, bias, eps, slope):
     """(y [N,C,H,W] in x's layout, stats [N,2C] = (mean | std) in acc dtype)."""
     _check_rows("style_fwd", x)
@@ -388,7 +384,7 @@ def style_fwd(x, bias, eps, slope):
     stats = torch.empty((n, 2 * c), dtype=bias.dtype, device=x.device)
     if x.numel():
         split, chunk = row_split(n * c, h * w, x.device)
-        parts = _row_parts(n * c, split, bias.dtype, x.device, 4)
+        parts = chunk_partials(n * c, split, bias, 4)
         nhwc = not x.is_contiguous()
         if split > 1:
             _moments(n * c, h * w, x, bias, *parts, c, split=split, chunk=chunk, SLOPE=float(slope),
@@ -414,7 +410,7 @@ def style_bwd(grad_y, grad_stats, x, bias, stats, eps, slope):
     part_b = torch.zeros((n, c, split), dtype=acc, device=x.device)
     if x.numel():
         grad_y = match_layout(grad_y, x)
-        sums = _row_parts(n * c, split, acc, x.device, 3)
+        sums = chunk_partials(n * c, split, grad_stats, 3)
         nhwc = not x.is_contiguous()
         if split > 1:
             _bwd_sums(n * c, h * w, grad_y, grad_stats, x, bias, stats, *sums, c, split=split, chunk=chunk,
