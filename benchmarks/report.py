@@ -1,17 +1,21 @@
 """Render the suite's JSON files as Markdown tables and PNG plots.
 
     python -m benchmarks.report FILE.json [FILE.json ...] [--out benchmarks/results/<device>/] [--readme README.md]
+                                [--dispatch-table alae_fast/ops/dispatch_table.json]
 
 FILEs are pytest-benchmark JSONs of this suite (ops and/or model) and, optionally, the env JSON
 of tools/gpu_env.py, whose measured copy bandwidth then is the "% copy BW" ceiling of every op
 row. Writes report.md, the plots and a copy of each FILE into --out (default: a folder named
-after the device), and prints the Markdown. Every number comes from the files.
+after the device), and prints the Markdown. Every number comes from the files. --dispatch-table
+also writes (or updates, keeping other GPUs) the table that impl='auto' reads on CUDA.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import math
 import re
 import shutil
 from collections import defaultdict
@@ -323,12 +327,71 @@ def update_readme(readme: Path, summary: str) -> None:
     readme.write_text(before + summary + rest.split(README_END, 1)[1])
 
 
+DISPATCH_BACKENDS = ("cuda", "triton")
+
+
+def dispatch_buckets(ops: list[dict]) -> dict[str, list[dict]]:
+    """Per op, ascending numel buckets -> the faster of cuda and triton.
+
+    At each benchmarked numel the winner has the smaller summed median over the (shape, dtype, mode)
+    cases both backends ran; a bucket ends halfway (geometrically) to the next measured numel and
+    the last one is unbounded. Adjacent buckets with one winner merge."""
+    times = defaultdict(dict)  # (op, numel, shape, dtype, mode) -> {backend: median_s}
+    for e in ops:
+        if e["backend"] in DISPATCH_BACKENDS:
+            times[(e["op"], math.prod(e["shape"]), tuple(e["shape"]), e["dtype"], e["mode"])][e["backend"]] = \
+                e["median_s"]
+    totals = defaultdict(lambda: dict.fromkeys(DISPATCH_BACKENDS, 0.0))  # (op, numel) -> summed times
+    for (op, numel, *_), by_backend in times.items():
+        if len(by_backend) == len(DISPATCH_BACKENDS):
+            for b, t in by_backend.items():
+                totals[(op, numel)][b] += t
+    table = {}
+    for op in sorted({op for op, _ in totals}):
+        sizes = sorted(n for o, n in totals if o == op)
+        buckets = []
+        for i, numel in enumerate(sizes):
+            t = totals[(op, numel)]
+            winner = min(DISPATCH_BACKENDS, key=lambda b: (t[b], DISPATCH_BACKENDS.index(b)))
+            bound = math.isqrt(numel * sizes[i + 1]) if i + 1 < len(sizes) else None
+            if buckets and buckets[-1]["backend"] == winner:
+                buckets[-1]["max_numel"] = bound
+            else:
+                buckets.append({"max_numel": bound, "backend": winner})
+        table[op] = buckets
+    return table
+
+
+def write_dispatch_table(paths, table_path: Path) -> dict:
+    """Put the cuda-vs-triton buckets of the benchmark files' GPU into the table at `table_path`
+    (created if missing; other GPUs' entries are kept). Returns the device's entry."""
+    info, _, entries = load(paths)
+    if info.get("device_type") != "cuda":
+        raise SystemExit(f"--dispatch-table needs a CUDA benchmark run; these files are from {info.get('device')!r} "
+                         f"({info.get('device_type')})")
+    ops = [e for e in entries if e["kind"] == "op"]
+    buckets = dispatch_buckets(ops)
+    if not buckets:
+        raise SystemExit("--dispatch-table: no op case was benchmarked on both cuda and triton")
+    table = json.loads(table_path.read_text()) if table_path.exists() else {"format": 1, "devices": {}}
+    entry = {"provenance": {"commit": info.get("commit"), "torch": info.get("torch"), "triton": info.get("triton"),
+                            "cuda": info.get("cuda"), "date": datetime.date.today().isoformat(),
+                            "from": sorted(Path(p).name for p in paths)},
+             "ops": buckets}
+    table["devices"][info["device"]] = entry
+    table_path.write_text(json.dumps(table, indent=2) + "\n")
+    return entry
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", nargs="+", help="pytest --benchmark-json outputs, and the env JSON of tools/gpu_env.py")
     parser.add_argument("--out", type=Path, default=None, help="folder (default benchmarks/results/<device>/)")
     parser.add_argument("--readme", type=Path, default=None,
                         help="also replace the README's benchmark summary (between the bench markers)")
+    parser.add_argument("--dispatch-table", type=Path, default=None,
+                        help="also write this GPU's cuda-vs-triton choice per op and size into this table "
+                             "(alae_fast/ops/dispatch_table.json is the one impl='auto' reads)")
     args = parser.parse_args()
     text, out = render(args.json, args.out)
     print(text)
@@ -336,6 +399,9 @@ def main() -> None:
     if args.readme:
         update_readme(args.readme, readme_summary(args.json, out.resolve()))
         print(f"updated the benchmark summary in {args.readme}")
+    if args.dispatch_table:
+        write_dispatch_table(args.json, args.dispatch_table)
+        print(f"wrote the dispatch table of {args.dispatch_table}")
 
 
 if __name__ == "__main__":

@@ -11,12 +11,14 @@ tests repeat the parity on CUDA over all dtypes and bigger shapes, with fixed la
 tests on the 'triton-cuda' and 'triton-interpreter' backends too.
 """
 
+import dataclasses
+
 import pytest
 import torch
 
 from alae_fast import ops
 from alae_fast.ops import _backend
-from testing.op_cases import CASES, check_parity, compare
+from testing.op_cases import CASES, check_parity, compare, make_reference
 
 # CPU tests need triton's interpreter; the `gpu` tests need CUDA (conftest.py skips them otherwise).
 interpreter = pytest.mark.skipif(_backend.unavailable_reason("triton", "cpu") is not None,
@@ -99,7 +101,7 @@ def test_argument_errors_name_the_argument():
     x = torch.randn(2, 3, 4, 4)
     with pytest.raises(TypeError, match="'bias'"):
         tk.style_fwd(x, torch.zeros(3, dtype=torch.float64), 1e-5, 0.2)
-    with pytest.raises(ValueError, match="'x' must be contiguous"):
+    with pytest.raises(ValueError, match="'x' must be contiguous \\(NCHW\\) or channels_last"):
         tk.style_fwd(x.transpose(2, 3), torch.zeros(3), 1e-5, 0.2)
     with pytest.raises(ValueError, match="'noise'"):
         tk.noise_fwd(x, torch.randn(2, 1, 4, 5), torch.zeros(3), None, False, 0.2)
@@ -120,10 +122,15 @@ def test_argument_errors_name_the_argument():
 
 
 @interpreter
-def test_compile_fullgraph():
-    """torch.compile sees the op as opaque (custom op + fake impl): no graph break, same values."""
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_compile_fullgraph(channels_last):
+    """torch.compile sees the op as opaque (custom op + fake impl): no graph break, same values; the
+    fake outputs are laid out as the kernels' (NHWC in, NHWC out)."""
     case = CASES["modulated_adain"]
     args = case.make((2, 3, 3, 5), torch.float32, "cpu", torch.Generator().manual_seed(0))
+    if channels_last:
+        args = [a.to(memory_format=torch.channels_last) if isinstance(a, torch.Tensor) and a.dim() == 4 else a
+                for a in args]
     x = args[0].requires_grad_()
 
     def f(x, *rest):
@@ -135,6 +142,116 @@ def test_compile_fullgraph():
     (want_gx,) = torch.autograd.grad(f(x, *args[1:]), [x])
     torch.testing.assert_close(loss, f(x, *args[1:]))
     torch.testing.assert_close(gx, want_gx)
+    assert gx.stride() == want_gx.stride() == x.stride()
+
+
+# ---------------------------------------------------------------------------------------------
+# Split rows, NHWC, ill-conditioned rows
+# ---------------------------------------------------------------------------------------------
+ROW_OPS = ["modulated_adain", "style_extract", "noise_inject"]
+CL = torch.channels_last
+SPLIT_SHAPE = (1, 2, 6, 12)  # with split_rows: 3 chunks per row (32, 32, 8 pixels)
+
+
+def _channels_last(args):
+    return [a.to(memory_format=CL) if isinstance(a, torch.Tensor) and a.dim() == 4 else a for a in args]
+
+
+@pytest.fixture
+def split_rows(monkeypatch):
+    """Rows of SPLIT_SHAPE's length split over several programs under the interpreter."""
+    from alae_fast.ops import _triton
+
+    monkeypatch.setattr(_triton, "SPLIT_MIN_HW", 64)
+    rows, hw = SPLIT_SHAPE[0] * SPLIT_SHAPE[1], SPLIT_SHAPE[2] * SPLIT_SHAPE[3]
+    split, chunk = _triton.row_split(rows, hw, torch.device("cpu"))
+    assert split == 3 and hw % chunk, (split, chunk)  # the last chunk is shorter
+    return split
+
+
+@interpreter
+@pytest.mark.parametrize("name", ROW_OPS)
+def test_split_rows(name, split_rows):
+    """Chunk moments + fixed-order merge (forward), chunk sums + grad_x (backward), in both layouts;
+    two runs are bitwise equal."""
+    case = CASES[name]
+    args = case.make(SPLIT_SHAPE, torch.float32, "cpu", torch.Generator().manual_seed(0))
+    check_parity(case, args, "triton")
+    check_parity(case, _channels_last(args), "triton", seed=1)
+    if name == "modulated_adain":  # the chunk merges run in a fixed order
+        args = case.make(SPLIT_SHAPE, torch.float64, "cpu", torch.Generator().manual_seed(2))
+        for a, b in zip(_first_grads(case, args), _first_grads(case, args)):
+            assert torch.equal(a, b), name
+
+
+def _copies(step) -> list[str]:
+    """The aten ops that copy a tensor (clone, _to_copy) among those step() runs."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    return [e.key for e in prof.key_averages() if e.key in ("aten::clone", "aten::_to_copy")]
+
+
+def _nhwc_step(case, args, grad_outputs):
+    leaves = [a.detach().requires_grad_(i in case.differentiable) if isinstance(a, torch.Tensor) else a
+              for i, a in enumerate(args)]
+
+    def step():
+        outs = case.run(leaves, "triton")
+        grads = torch.autograd.grad(outs, [leaves[i] for i in case.differentiable], grad_outputs)
+        step.outs, step.grads = outs, grads
+
+    return step
+
+
+@interpreter
+@pytest.mark.parametrize("name", list(CASES))
+def test_nhwc_in_place(name):
+    """channels_last in, channels_last out, no copy of any activation (forward and backward), values
+    as the reference's."""
+    case = CASES[name]
+    args = _channels_last(case.make((2, 3, 4, 6), torch.float32, "cpu", torch.Generator().manual_seed(0)))
+    ref = make_reference(case, args)
+    ref = dataclasses.replace(ref, grad_outputs=_channels_last(ref.grad_outputs))
+    step = _nhwc_step(case, args, ref.grad_outputs)
+    assert _copies(step) == [], name
+    assert step.outs[0].is_contiguous(memory_format=CL) and not step.outs[0].is_contiguous()
+    for i, g in zip(case.differentiable, step.grads):
+        if args[i].dim() == 4:
+            assert g.stride() == args[i].stride(), f"{name}: grad of arg {i} is not in its input's layout"
+    check_parity(case, args, "triton", reference=ref)
+    assert _copies(lambda: args[0].contiguous()) == ["aten::clone"]  # the detector sees an NCHW copy
+
+
+@interpreter
+@pytest.mark.parametrize("condition", ["offset", "constant"])
+@pytest.mark.parametrize("name", ["modulated_adain", "style_extract"])
+def test_ill_conditioned_rows(name, condition, split_rows):
+    """Rows with |mean|/std = 1e6, or constant rows, on the single, looped and split paths: as
+    accurate as the same-dtype torch composition (the parity rule)."""
+    case = CASES[name]
+    for seed, shape in enumerate([(2, 3, 3, 5), SPLIT_SHAPE]):
+        dtype = torch.float32
+        args = case.make(shape, dtype, "cpu", torch.Generator().manual_seed(seed))
+        x = args[0].double()
+        x = x + 1e6 if condition == "offset" else torch.full_like(x, 3.0)
+        args[0] = x.to(dtype)
+        if name == "modulated_adain":
+            args[1] = args[1] * 1e-3 if condition == "offset" else torch.zeros_like(args[1])
+        check_parity(case, args, "triton", seed=seed)
+
+
+@interpreter
+@pytest.mark.parametrize("name", ROW_OPS)
+def test_nan_row_propagates(name, split_rows):
+    """A NaN in one row makes that row's output NaN, as in the reference; other rows stay finite."""
+    case = CASES[name]
+    for shape in ((2, 3, 3, 5), SPLIT_SHAPE):
+        args = case.make(shape, torch.float32, "cpu", torch.Generator().manual_seed(0))
+        args[0][0, 1, 0, 0] = float("nan")
+        got = case.run(args, "triton")[0]
+        want = case.run_reference(args)[0]
+        assert torch.equal(got.isnan(), want.isnan()), f"{name} {shape}"
+        assert got[0, 1].isnan().any() and not got[0, 0].isnan().any()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ CI runs it so that a kernel that only the GPU compiler would reject cannot land 
 Usage: python tools/triton_compile_check.py   (exit code 1 if any variant fails)
 """
 
+import itertools
 import os
 import sys
 
@@ -43,41 +44,68 @@ def variants():
         def par(*names):
             return {n: "*" + at for n in names}
 
-        for single, block in ((True, 64), (False, 2048)):
-            c = dict(EPS=1e-5, SLOPE=0.2, ACC=acc, BLOCK=block, ROWS=4 if single else 1, SINGLE=single)
+        # (SINGLE, BLOCK, SPLIT): SPLIT 1 is what Triton specialises a launch with one program per row
+        # to; None leaves it a runtime argument (rows split over programs).
+        for (single, block, split), nhwc in itertools.product(((True, 64, 1), (False, 2048, 1), (False, 2048, None)),
+                                                              (False, True) if xt in ("bf16", "fp32") else (False,)):
+            c = dict(EPS=1e-5, SLOPE=0.2, ACC=acc, NHWC=nhwc, BLOCK=block, ROWS=4 if single else 1)
+            if split is not None:
+                c["SPLIT"] = split
+            rows = dict(c, SINGLE=single, SPLIT_BLOCK=8)
+            loop = {k: v for k, v in c.items() if k != "EPS"}
+            tag = f"{xt} single={single} split={split or 'n'} nhwc={nhwc}"
+            moments = par("mean_ptr", "m2_ptr", "count_ptr", "sum_ptr")
+            grad_sums = par("part_g_ptr", "part_gc_ptr", "part_c_ptr")
+            if not single:
+                yield adain._adain_moments_kernel, {**act("x_ptr", "noise_ptr"), **par("wn_ptr", "b_ptr", "style_ptr"),
+                                                    **moments}, loop, f"adain_moments {tag}"
+                yield adain._adain_bwd_sums_kernel, {**act("grad_y_ptr", "x_ptr", "noise_ptr"),
+                                                     **par("wn_ptr", "b_ptr", "style_ptr", "stats_ptr"), **grad_sums}, \
+                    loop, f"adain_bwd_sums {tag}"
+                yield style._style_moments_kernel, {**act("x_ptr"), **par("b_ptr"), **moments}, loop, \
+                    f"style_moments {tag}"
+                yield style._style_bwd_sums_kernel, {**act("grad_y_ptr", "x_ptr"),
+                                                     **par("grad_stats_ptr", "b_ptr", "stats_ptr"), **grad_sums}, \
+                    c, f"style_bwd_sums {tag}"
             yield adain._adain_fwd_kernel, {**act("x_ptr", "noise_ptr", "y_ptr"),
-                                            **par("wn_ptr", "b_ptr", "style_ptr", "stats_ptr")}, c, f"adain_fwd {xt} single={single}"
+                                            **par("wn_ptr", "b_ptr", "style_ptr", "stats_ptr"), **moments}, rows, \
+                f"adain_fwd {tag}"
             yield adain._adain_bwd_kernel, {**act("grad_y_ptr", "x_ptr", "noise_ptr", "grad_x_ptr"),
                                             **par("wn_ptr", "b_ptr", "style_ptr", "stats_ptr", "grad_style_ptr",
-                                                  "part_wn_ptr", "part_b_ptr")}, c, f"adain_bwd {xt} single={single}"
-            yield style._style_fwd_kernel, {**act("x_ptr", "y_ptr"), **par("b_ptr", "stats_ptr")}, c, \
-                f"style_fwd {xt} single={single}"
+                                                  "part_wn_ptr", "part_b_ptr"), **grad_sums}, rows, \
+                f"adain_bwd {tag}"
+            yield style._style_fwd_kernel, {**act("x_ptr", "y_ptr"), **par("b_ptr", "stats_ptr"), **moments}, rows, \
+                f"style_fwd {tag}"
             yield style._style_bwd_kernel, {**act("grad_y_ptr", "x_ptr", "grad_x_ptr"),
-                                            **par("grad_stats_ptr", "b_ptr", "stats_ptr", "part_b_ptr")}, c, \
-                f"style_bwd {xt} single={single}"
-            yield style._style_bwd2_kernel, {**act("grad_y_ptr", "x_ptr", "gg_x_ptr", "g_grad_y_ptr", "g_x_ptr"),
-                                             **par("grad_stats_ptr", "b_ptr", "stats_ptr", "gg_b_ptr", "g_stats_ptr",
-                                                   "part_b_ptr")}, \
-                dict(c, HAS_GGX=True, HAS_GGB=single), f"style_bwd2 {xt} single={single}"
+                                            **par("grad_stats_ptr", "b_ptr", "stats_ptr", "part_b_ptr"), **grad_sums}, \
+                rows, f"style_bwd {tag}"
+            if split == 1:
+                yield style._style_bwd2_kernel, {**act("grad_y_ptr", "x_ptr", "gg_x_ptr", "g_grad_y_ptr", "g_x_ptr"),
+                                                 **par("grad_stats_ptr", "b_ptr", "stats_ptr", "gg_b_ptr",
+                                                       "g_stats_ptr", "part_b_ptr")}, \
+                    dict(c, SINGLE=single, HAS_GGX=True, HAS_GGB=single), f"style_bwd2 {tag}"
         for has_bias, activation in ((True, True), (False, False)):
-            flags = dict(SLOPE=0.2, ACC=acc, HAS_BIAS=has_bias, ACT=activation, BLOCK=1024)
+            flags = dict(SLOPE=0.2, ACC=acc, HAS_BIAS=has_bias, ACT=activation, NHWC=has_bias, BLOCK=1024)
             yield noise._noise_fwd_kernel, {**act("x_ptr", "noise_ptr", "y_ptr"), **par("wn_ptr", "b_ptr")}, flags, \
-                f"noise_fwd {xt} bias={has_bias} act={activation}"
+                f"noise_fwd {xt} bias={has_bias} act={activation} nhwc={has_bias}"
             yield noise._noise_bwd_kernel, {**act("grad_y_ptr", "x_ptr", "noise_ptr", "grad_x_ptr"),
                                             **par("wn_ptr", "b_ptr", "part_wn_ptr", "part_b_ptr")}, \
-                dict(flags, ROWS=1), f"noise_bwd {xt} bias={has_bias} act={activation}"
+                dict(flags, ROWS=1), f"noise_bwd {xt} bias={has_bias} act={activation} nhwc={has_bias}"
         scalars = {n: "fp32" for n in ("alpha_hi", "alpha_lo", "slope_hi", "slope_lo")}
-        flat = dict(ACC=acc, BLOCK=1024)
-        tiles = dict(ACC=acc, K_BLOCK=4, C_BLOCK=16, P_BLOCK=128)
-        yield blend._blend_up_fwd_kernel, {**act("low_ptr", "high_ptr", "y_ptr"), **scalars}, flat, f"blend_up_fwd {xt}"
-        yield blend._blend_up_bwd_kernel, {**act("grad_y_ptr", "grad_low_ptr", "grad_high_ptr"), **scalars}, flat, \
-            f"blend_up_bwd {xt}"
-        yield blend._blend_real_fwd_kernel, {**act("x_ptr", "y_ptr"), **scalars}, flat, f"blend_real_fwd {xt}"
-        yield blend._blend_down_fwd_kernel, {**act("img_ptr", "new_ptr", "y_ptr"), **par("w_ptr", "b_ptr"), **scalars}, \
-            tiles, f"blend_down_fwd {xt}"
-        yield blend._blend_down_bwd_kernel, {**act("grad_y_ptr", "img_ptr", "grad_img_ptr", "grad_new_ptr"),
-                                             **par("w_ptr", "b_ptr", "part_w_ptr", "part_b_ptr"), **scalars}, \
-            tiles, f"blend_down_bwd {xt}"
+        for nhwc in (False, True):
+            flat = dict(ACC=acc, NHWC=nhwc, BLOCK=1024)
+            tiles = dict(ACC=acc, NHWC=nhwc, K_BLOCK=4, C_BLOCK=16, P_BLOCK=128)
+            yield blend._blend_up_fwd_kernel, {**act("low_ptr", "high_ptr", "y_ptr"), **scalars}, flat, \
+                f"blend_up_fwd {xt} nhwc={nhwc}"
+            yield blend._blend_up_bwd_kernel, {**act("grad_y_ptr", "grad_low_ptr", "grad_high_ptr"), **scalars}, \
+                flat, f"blend_up_bwd {xt} nhwc={nhwc}"
+            yield blend._blend_real_fwd_kernel, {**act("x_ptr", "y_ptr"), **scalars}, flat, \
+                f"blend_real_fwd {xt} nhwc={nhwc}"
+            yield blend._blend_down_fwd_kernel, {**act("img_ptr", "new_ptr", "y_ptr"), **par("w_ptr", "b_ptr"),
+                                                 **scalars}, tiles, f"blend_down_fwd {xt} nhwc={nhwc}"
+            yield blend._blend_down_bwd_kernel, {**act("grad_y_ptr", "img_ptr", "grad_img_ptr", "grad_new_ptr"),
+                                                 **par("w_ptr", "b_ptr", "part_w_ptr", "part_b_ptr"), **scalars}, \
+                tiles, f"blend_down_bwd {xt} nhwc={nhwc}"
 
 
 def main() -> int:

@@ -7,16 +7,20 @@ impl is one of 'auto' | 'ref' | 'cpu' | 'cuda' | 'triton'.
   triton : Triton kernels (CUDA tensors, or CPU tensors under TRITON_INTERPRET=1).
 'auto' means, in order: the backend of the innermost `use_impl(...)` block (process-wide, read
 when an op is called: under torch.compile, when it is traced); else the process default
-(set_default_impl, initialised from ALAE_FAST_IMPL); else the fastest backend available for the
-tensor's device. An explicit impl that cannot run raises and says why.
+(set_default_impl, initialised from ALAE_FAST_IMPL); else, on CPU, 'cpu' (then 'ref'); on CUDA, the
+backend that the dispatch table (dispatch_table.json, written by `python -m benchmarks.report
+--dispatch-table`) measured fastest for this GPU, op and size, and for a GPU, op or size not in
+the table 'cuda', then 'triton', then 'ref'. An explicit impl that cannot run raises and says why.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import os
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -126,13 +130,45 @@ def unavailable_reason(backend: str, device_type: str) -> str | None:
     raise ValueError(f"impl must be one of {IMPLS}, got {backend!r}")
 
 
-def resolve(impl: str, x: torch.Tensor) -> str:
-    """The concrete backend for `impl` and the device of `x`."""
+DISPATCH_TABLE_PATH = Path(__file__).with_name("dispatch_table.json")
+CUDA_FALLBACK = ("cuda", "triton")  # impl='auto' on CUDA where the table has no entry
+
+
+def load_dispatch_table(path=DISPATCH_TABLE_PATH) -> dict:
+    """The table's devices: {device name: {"provenance": {...}, "ops": {op: [bucket, ...]}}}, where a
+    bucket is {"max_numel": int or null (no bound), "backend": "cuda" | "triton"}, ascending."""
+    with open(path) as f:
+        return json.load(f)["devices"]
+
+
+_dispatch_table = load_dispatch_table()
+
+
+@torch.compiler.assume_constant_result
+def _cuda_device_name(index: int) -> str:
+    return torch.cuda.get_device_name(index)
+
+
+def table_choice(device_name: str, op: str, numel: int) -> str | None:
+    """The measured backend for `op` at `numel` elements on `device_name`, or None if not in the table."""
+    buckets = _dispatch_table.get(device_name, {}).get("ops", {}).get(op)
+    for bucket in buckets or ():
+        if bucket["max_numel"] is None or numel <= bucket["max_numel"]:
+            return bucket["backend"]
+    return None
+
+
+def resolve(impl: str, x: torch.Tensor, op: str | None = None, numel: int | None = None) -> str:
+    """The concrete backend for `impl` and the device of `x`; for impl='auto' on CUDA, the dispatch
+    table's choice for `op` at `numel` elements (default x.numel()) when it has one."""
     if impl == "auto":
         impl = get_default_impl()
     if impl == "auto":
         if x.device.type == "cuda":
-            for backend in ("cuda", "triton"):
+            index = x.device.index if x.device.index is not None else torch.cuda.current_device()
+            measured = None if op is None else table_choice(
+                _cuda_device_name(index), op, x.numel() if numel is None else numel)
+            for backend in ((measured,) if measured else ()) + CUDA_FALLBACK:
                 if unavailable_reason(backend, "cuda") is None:
                     return backend
             return "ref"
@@ -152,6 +188,29 @@ def kernel(backend: str, name: str):
         module = importlib.import_module(f"alae_fast.ops.{name.split('_')[0]}.triton")
         return getattr(module, name)
     raise ValueError(f"no kernels for backend {backend!r}")
+
+
+# Backends whose kernels read and write channels_last (NHWC) activations in place.
+# Backends whose kernels read and write channels_last activations in place (others get NCHW copies):
+# every Triton op, and the CUDA instance-norm rows (adain, style forward and backward).
+NHWC_BACKENDS = ("triton",)
+ROW_NHWC_BACKENDS = ("triton", "cuda")
+
+
+def is_nhwc(t: torch.Tensor) -> bool:
+    """A dense channels_last activation that is not also NCHW-contiguous."""
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def dense(t: torch.Tensor, backend: str, nhwc_backends: tuple[str, ...] = NHWC_BACKENDS) -> torch.Tensor:
+    """`t` as `backend`'s kernels take it: NHWC stays in place where the backend reads it, else NCHW."""
+    return t if backend in nhwc_backends and is_nhwc(t) else t.contiguous()
+
+
+def empty_dense_like(t: torch.Tensor, shape=None) -> torch.Tensor:
+    """An uninitialised tensor shaped like `t` (or `shape`), laid out (NCHW or NHWC) like the dense activation `t`."""
+    return torch.empty(t.shape if shape is None else shape, dtype=t.dtype, device=t.device,
+                       memory_format=torch.channels_last if is_nhwc(t) else torch.contiguous_format)
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:

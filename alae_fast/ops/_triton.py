@@ -1,6 +1,7 @@
 """Argument checks, tiling and launch helpers shared by the Triton kernels.
 
-The checks mirror csrc/common.h: errors name the op and the argument.
+The checks mirror the C++ ones: errors name the op and the argument. Activations may be NCHW or
+NHWC (channels_last); kernels take an NHWC flag, and every activation of one launch shares x's layout.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import os
 import torch
 import triton
 import triton.language as tl
+
+from alae_fast.ops._backend import empty_dense_like, is_nhwc
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -32,6 +35,13 @@ ROW_SINGLE_MAX = 64 if INTERPRET else 4096
 ROW_TILE = 64 if INTERPRET else 2048  # elements of a single-path tile ([ROWS, BLOCK])
 ROW_LOOP_BLOCK = 32 if INTERPRET else 2048  # the looped BLOCK when not autotuned
 FLAT_BLOCK = 64 if INTERPRET else 1024  # the elementwise BLOCK when not autotuned
+# Rows of at least SPLIT_MIN_HW elements are split over several programs when N·C alone gives fewer
+# than PROGRAMS_PER_SM programs per SM; chunks are multiples of SPLIT_ALIGN (every autotuned BLOCK
+# divides it). Tests lower SPLIT_MIN_HW to reach the split path at interpreter sizes.
+SPLIT_MIN_HW = 256 if INTERPRET else 16384
+SPLIT_ALIGN = ROW_LOOP_BLOCK if INTERPRET else 4096
+PROGRAMS_PER_SM = 4
+INTERPRET_SMS = 2  # the SM count assumed under the interpreter
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -55,8 +65,8 @@ def check_activation(op: str, name: str, t: torch.Tensor, device: torch.device, 
         raise TypeError(f"{op}: argument '{name}' must be float16/bfloat16/float32/float64, got {t.dtype}")
     if t.dim() != ndim:
         raise ValueError(f"{op}: argument '{name}' must be {ndim}-D, got shape {_fmt(t.shape)}")
-    if not t.is_contiguous():
-        raise ValueError(f"{op}: argument '{name}' must be contiguous (NCHW)")
+    if not (t.is_contiguous() or is_nhwc(t)):
+        raise ValueError(f"{op}: argument '{name}' must be contiguous (NCHW) or channels_last (NHWC)")
     if t.numel() > 2**31 - 1:
         raise ValueError(f"{op}: argument '{name}' has {t.numel()} elements; at most 2^31-1 are supported")
 
@@ -78,8 +88,26 @@ def check_tensor(op: str, name: str, t, device: torch.device, dtype: torch.dtype
         raise TypeError(f"{op}: argument '{name}' must have dtype {dtype}, got {t.dtype}")
     if tuple(t.shape) != tuple(shape):
         raise ValueError(f"{op}: argument '{name}' must have shape {spec} = {_fmt(shape)}, got {_fmt(t.shape)}")
-    if not t.is_contiguous():
+    if not (t.is_contiguous() or is_nhwc(t)):
         raise ValueError(f"{op}: argument '{name}' must be contiguous")
+
+
+def in_layout(t: torch.Tensor, nhwc: bool) -> torch.Tensor:
+    """`t` in NHWC (channels_last) or NCHW; a copy only when it is in the other one."""
+    return t.contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+
+
+def match_layout(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`t` in the layout of `like`."""
+    return in_layout(t, is_nhwc(like))
+
+
+def empty_act(like: torch.Tensor, nhwc: bool | None = None, shape=None) -> torch.Tensor:
+    """An output activation shaped like `like` (or `shape`), in its layout or the one `nhwc` names."""
+    if nhwc is None:
+        return empty_dense_like(like, shape)
+    return torch.empty(like.shape if shape is None else shape, dtype=like.dtype, device=like.device,
+                       memory_format=torch.channels_last if nhwc else torch.contiguous_format)
 
 
 def check_alpha(op: str, alpha) -> None:
@@ -139,11 +167,100 @@ def leaky_grad(pre, slope):
 
 
 @triton.jit
+def row_base(rows, C, HW, NHWC: tl.constexpr):
+    """Offset of pixel 0 of rows [R] (row = n·C + c) in an [N, C, H, W] activation."""
+    if NHWC:
+        return (rows // C) * C * HW + rows % C
+    return rows * HW
+
+
+@triton.jit
+def pixel(idx, C, NHWC: tl.constexpr):
+    """Offset of pixel `idx` from a row's pixel 0."""
+    if NHWC:
+        return idx * C
+    return idx
+
+
+@triton.jit
+def row_chunk(SPLIT, CHUNK, HW, ROWS: tl.constexpr):
+    """(rows [ROWS], chunk index, first pixel, end pixel) of this program: program p covers
+    chunk p % SPLIT of the rows of tile p // SPLIT."""
+    pid = tl.program_id(0)
+    part = pid % SPLIT
+    lo = part * CHUNK
+    return (pid // SPLIT) * ROWS + tl.arange(0, ROWS), part, lo, tl.minimum(lo + CHUNK, HW)
+
+
+@triton.jit
+def first_chunk(rows, row_ok, part):
+    """Mask [R] of the rows whose per-row outputs this program writes: chunk 0's."""
+    return row_ok & (rows * 0 + part == 0)
+
+
+@triton.jit
+def settle_mean(mean, m2, total, count):
+    """The row mean: Welford's where the row is finite (its M2 is), else Σ t / count, which is NaN
+    or ±inf exactly where the plain mean is (Welford turns a lone inf into NaN)."""
+    return tl.where(m2 - m2 == 0, mean, total / tl.maximum(count, 1.0))
+
+
+@triton.jit
+def combine_moments(mean_ptr, m2_ptr, count_ptr, sum_ptr, rows, row_ok, SPLIT, SPLIT_BLOCK: tl.constexpr):
+    """Chan merge, in a fixed tree order, of the SPLIT chunk moments of each of rows [R]: (mean, M2)."""
+    idx = rows[:, None] * SPLIT + tl.arange(0, SPLIT_BLOCK)[None, :]  # [R, SPLIT_BLOCK]
+    ok = row_ok[:, None] & (tl.arange(0, SPLIT_BLOCK)[None, :] < SPLIT)
+    count = tl.load(count_ptr + idx, mask=ok, other=0)
+    mean, m2, n = tl.reduce((tl.load(mean_ptr + idx, mask=ok, other=0), tl.load(m2_ptr + idx, mask=ok, other=0),
+                             count), 1, welford_combine)
+    return settle_mean(mean, m2, tl.sum(tl.load(sum_ptr + idx, mask=ok, other=0), 1), n), m2
+
+
+@triton.jit
+def combine_sums(part_ptr, rows, row_ok, SPLIT, SPLIT_BLOCK: tl.constexpr):
+    """Σ over the SPLIT chunk partials of each of rows [R], in a fixed order."""
+    idx = rows[:, None] * SPLIT + tl.arange(0, SPLIT_BLOCK)[None, :]  # [R, SPLIT_BLOCK]
+    ok = row_ok[:, None] & (tl.arange(0, SPLIT_BLOCK)[None, :] < SPLIT)
+    return tl.sum(tl.load(part_ptr + idx, mask=ok, other=0), 1)
+
+
+@triton.jit
 def row_moments(t, mask, HW):
-    """A tile holding whole rows: (mean [ROWS], t - mean with masked lanes 0 [ROWS, BLOCK], variance [ROWS])."""
-    mean = tl.sum(tl.where(mask, t, 0.0), 1) / HW
+    """A tile holding whole rows: (mean [ROWS], t - mean with masked lanes 0 [ROWS, BLOCK], variance [ROWS]).
+
+    The mean is Σ t / HW refined by the mean of t minus it (so |mean|/std ≫ 1 loses nothing to
+    the first sum); a non-finite first mean is kept, as the plain mean's NaN or ±inf."""
+    rough = tl.sum(tl.where(mask, t, 0.0), 1) / HW
+    mean = rough + tl.sum(tl.where(mask, t - rough[:, None], 0.0), 1) / HW
+    mean = tl.where(rough - rough == 0, mean, rough)
     centered = tl.where(mask, t - mean[:, None], 0.0)
     return mean, centered, tl.sum(centered * centered, 1) / HW
+
+
+@triton.jit
+def centred_grad_terms(sum_g, sum_gc, sum_c, HW):
+    """(mean g, mean c, mean g·(c − mean c)) [R] from Σ g, Σ g·c, Σ c with c = t − mean.
+
+    Centring c once more by its own mean (≈ 0, not exactly: the stored mean is rounded) makes
+    grad_x sum to 0 over the row up to rounding, as torch's autograd does, however large |mean|/std."""
+    mean_c = sum_c / HW
+    return sum_g / HW, mean_c, (sum_gc - mean_c * sum_g) / HW
+
+
+@triton.jit
+def kink_terms(g, centered, d, d0, mask):
+    """Per-element terms [R, B] of E = Σ (d − d0)·g, M = Σ (d0 − d), Q = Σ (d − d0)·c for d = leaky'(pre)
+    and a per-row d0 [R, 1] (1 or the slope, the value most of the row takes). As Σ dt = 0 for
+    dt = A·(g − mean_g − k·c) with c summing to 0, Σ_row d·dt = A·(E + mean_g·M − k·Q): the bias
+    gradient without cancellation, exactly 0 when d is d0 on the whole row."""
+    d1 = tl.where(mask, d - d0, 0.0)
+    return d1 * g, -d1, d1 * centered
+
+
+@triton.jit
+def kink_base(mean, slope):
+    """d0 of kink_terms [R, 1] from the rows' means [R, 1]: the slope for a negative mean, else 1."""
+    return tl.where(mean < 0, slope, 1.0)
 
 
 @triton.jit
@@ -177,14 +294,40 @@ def _warps_for(elements: int) -> int:
     return max(1, min(8, elements // 512))
 
 
-class RowKernel:
-    """A kernel over [N*C, HW] rows with tiles [ROWS, BLOCK].
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return INTERPRET_SMS
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
-    Single path (HW ≤ ROW_SINGLE_MAX): BLOCK = next_pow2(HW), ROWS rows per program, the
+
+def row_split(rows: int, hw: int, device: torch.device) -> tuple[int, int]:
+    """(SPLIT, CHUNK): each row of `hw` elements runs as SPLIT programs of CHUNK elements (the last
+    may be shorter). 1 and hw unless the rows are long and too few to fill the GPU."""
+    if hw < SPLIT_MIN_HW or rows == 0:
+        return 1, hw
+    split = min(triton.cdiv(PROGRAMS_PER_SM * _sm_count(device), rows), triton.cdiv(hw, SPLIT_ALIGN))
+    if split <= 1:
+        return 1, hw
+    chunk = triton.cdiv(triton.cdiv(hw, split), SPLIT_ALIGN) * SPLIT_ALIGN
+    return triton.cdiv(hw, chunk), chunk
+
+
+def chunk_partials(rows: int, split: int, like: torch.Tensor, count: int) -> list[torch.Tensor]:
+    """`count` [N*C, SPLIT] buffers of per-chunk partials in like's dtype (every slot is written before it
+    is read); unsplit rows read none, so they get `like` itself as a placeholder."""
+    if split == 1:
+        return [like] * count
+    return [torch.empty((rows, split), dtype=like.dtype, device=like.device) for _ in range(count)]
+
+
+class RowKernel:
+    """A kernel over [N*C, HW] rows with tiles [ROWS, BLOCK], taking (..., NC, HW, SPLIT, CHUNK).
+
+    Single path (HW ≤ ROW_SINGLE_MAX, no split): BLOCK = next_pow2(HW), ROWS rows per program, the
     row lives in registers; num_warps is autotuned, else _warps_for(the tile). Looped path: one
-    row per program, BLOCK and num_warps autotuned, else ROW_LOOP_BLOCK and 8 warps. Tuning is
-    keyed on HW (and the argument dtypes). `has_single` is False for kernels that always loop
-    (no SINGLE constexpr).
+    row, or one CHUNK of a row split SPLIT ways (see row_split), per program; BLOCK and num_warps
+    autotuned, else ROW_LOOP_BLOCK and 8 warps. Tuning is keyed on HW and SPLIT (and the argument
+    dtypes). `has_single` is False for kernels that always loop (no SINGLE constexpr).
     """
 
     def __init__(self, fn, has_single: bool = True):
@@ -195,10 +338,10 @@ class RowKernel:
             [triton.Config({}, num_warps=w) for w in (1, 2, 4, 8)], key=["HW", "BLOCK", "ROWS"])(fn)
         self.looped = triton.autotune(
             [triton.Config({"BLOCK": b}, num_warps=w) for b in (1024, 2048, 4096) for w in (4, 8, 16)],
-            key=["HW"])(fn)
+            key=["HW", "SPLIT"])(fn)
 
-    def __call__(self, rows: int, hw: int, *args, **flags) -> None:
-        if triton.next_power_of_2(hw) <= ROW_SINGLE_MAX:
+    def __call__(self, rows: int, hw: int, *args, split: int = 1, chunk: int | None = None, **flags) -> None:
+        if split == 1 and triton.next_power_of_2(hw) <= ROW_SINGLE_MAX:
             block = triton.next_power_of_2(hw)
             # Several short rows per program, keeping enough programs to fill the GPU.
             per = max(1, ROW_TILE // block)
@@ -209,16 +352,19 @@ class RowKernel:
                 flags["SINGLE"] = True
             grid = (triton.cdiv(rows, per),)
             if AUTOTUNE:
-                self.single[grid](*args, rows, hw, BLOCK=block, ROWS=per, **flags)
+                self.single[grid](*args, rows, hw, 1, hw, BLOCK=block, ROWS=per, **flags)
             else:
-                self.fn[grid](*args, rows, hw, BLOCK=block, ROWS=per, num_warps=_warps_for(block * per), **flags)
+                self.fn[grid](*args, rows, hw, 1, hw, BLOCK=block, ROWS=per, num_warps=_warps_for(block * per),
+                              **flags)
             return
         if self.has_single:
             flags["SINGLE"] = False
+        chunk = hw if chunk is None else chunk
         if AUTOTUNE:
-            self.looped[(rows,)](*args, rows, hw, ROWS=1, **flags)
+            self.looped[(rows * split,)](*args, rows, hw, split, chunk, ROWS=1, **flags)
         else:
-            self.fn[(rows,)](*args, rows, hw, BLOCK=ROW_LOOP_BLOCK, ROWS=1, num_warps=8, **flags)
+            self.fn[(rows * split,)](*args, rows, hw, split, chunk, BLOCK=ROW_LOOP_BLOCK, ROWS=1, num_warps=8,
+                                     **flags)
 
 
 class FlatKernel:

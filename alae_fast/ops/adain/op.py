@@ -1,4 +1,4 @@
-"""Modulated AdaIN, the generator's layer epilogue.
+"""Modulated AdaIN, the generator's layer epilogue (SPEC §7.1).
 
 t = lrelu(x + noise_weight[c]·noise[n,0] + bias[c], 0.2)
 y = (t − mean_HW t)·rsqrt(var_HW t + 1e-8)·(1 + ys[n,c]) + yb[n,c],  style = [ys | yb].
@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from alae_fast.ops import _backend, _checks
 from alae_fast.ops.constants import LEAKY_SLOPE
 from alae_fast.ops._autograd import noise_grad, reference_double_backward
-from alae_fast.ops._layout import kernel_format
 
 EPS = 1e-8  # the instance norm's
 SLOPE = LEAKY_SLOPE
@@ -47,7 +46,7 @@ def _adain_op(
 
 @_adain_op.register_fake
 def _(x, noise, noise_weight, bias, style, backend):
-    return torch.empty_like(x), style.new_empty(style.shape)  # y keeps x's (kernel) memory format
+    return _backend.empty_dense_like(x), style.new_empty(style.shape)
 
 
 @torch.library.custom_op("alae_fast::modulated_adain_backward", mutates_args=())
@@ -60,7 +59,8 @@ def _adain_backward_op(
 
 @_adain_backward_op.register_fake
 def _(grad_y, x, noise, noise_weight, bias, style, stats, backend):
-    return torch.empty_like(x), torch.empty_like(noise_weight), torch.empty_like(bias), torch.empty_like(style)
+    return (_backend.empty_dense_like(x), torch.empty_like(noise_weight),
+            torch.empty_like(bias), torch.empty_like(style))
 
 
 def _setup(ctx, inputs, output):
@@ -75,7 +75,7 @@ def _backward(ctx, grad_y, _grad_stats):
     if grad_y is None:
         return None, None, None, None, None, None
     x, noise, noise_weight, bias, style, stats = ctx.saved_tensors
-    grad_y = grad_y.contiguous(memory_format=kernel_format(x, ctx.backend))
+    grad_y = _backend.dense(grad_y, ctx.backend, _backend.ROW_NHWC_BACKENDS)
     gx, gwn, gb, gs = _adain_backward_op(grad_y, x, noise, noise_weight, bias, style, stats, ctx.backend)
     g_noise = noise_grad(gx, noise_weight) if ctx.needs_input_grad[1] else None
     return gx, g_noise, gwn, gb, gs, None
@@ -111,10 +111,10 @@ def modulated_adain(x, noise, noise_weight, bias, style, *, impl: str = "auto"):
     _checks.tensor(_OP, "noise_weight", noise_weight, (c,), spec="[C]", like=x)
     _checks.tensor(_OP, "bias", bias, (c,), spec="[C]", like=x)
     _checks.tensor(_OP, "style", style, (n, 2 * c), spec="[N, 2C]", like=x)
-    backend = _backend.resolve(impl, x)
+    backend = _backend.resolve(impl, x, op=_OP)
     if backend == "ref":
         return modulated_adain_ref(x, noise, noise_weight, bias, style)
     acc = _backend.acc_dtype(x.dtype)
-    y, _ = _adain_op(x.contiguous(memory_format=kernel_format(x, backend)), noise.to(x.dtype).contiguous(),
+    y, _ = _adain_op(_backend.dense(x, backend, _backend.ROW_NHWC_BACKENDS), noise.to(x.dtype).contiguous(),
                      noise_weight.to(acc).contiguous(), bias.to(acc).contiguous(), style.to(acc).contiguous(), backend)
     return y

@@ -64,7 +64,7 @@ def _blend_up_op(low: torch.Tensor, high: torch.Tensor, alpha: float, backend: s
 
 @_blend_up_op.register_fake
 def _(low, high, alpha, backend):
-    return torch.empty_like(high, memory_format=torch.contiguous_format)
+    return _backend.empty_dense_like(high)
 
 
 @torch.library.custom_op("alae_fast::blend_up_backward", mutates_args=())
@@ -75,7 +75,7 @@ def _blend_up_backward_op(grad_y: torch.Tensor, alpha: float, backend: str) -> t
 @_blend_up_backward_op.register_fake
 def _(grad_y, alpha, backend):
     n, c, h, w = grad_y.shape
-    return grad_y.new_empty((n, c, h // 2, w // 2)), torch.empty_like(grad_y, memory_format=torch.contiguous_format)
+    return _backend.empty_dense_like(grad_y, (n, c, h // 2, w // 2)), _backend.empty_dense_like(grad_y)
 
 
 def _setup_up(ctx, inputs, output):
@@ -83,7 +83,7 @@ def _setup_up(ctx, inputs, output):
 
 
 def _backward_up(ctx, grad_y):
-    g_low, g_high = _blend_up_backward_op(grad_y.contiguous(), ctx.alpha, ctx.backend)
+    g_low, g_high = _blend_up_backward_op(_backend.dense(grad_y, ctx.backend), ctx.alpha, ctx.backend)
     return g_low, g_high, None, None
 
 
@@ -94,7 +94,8 @@ def _setup_up_backward(ctx, inputs, output):
 
 def _double_backward_up(ctx, gg_low, gg_high):
     # The adjoint of the (linear) backward is the forward.
-    return _blend_up_op(gg_low.contiguous(), gg_high.contiguous(), ctx.alpha, ctx.backend), None, None
+    return (_blend_up_op(_backend.dense(gg_low, ctx.backend), _backend.dense(gg_high, ctx.backend), ctx.alpha,
+                         ctx.backend), None, None)
 
 
 _blend_up_op.register_autograd(_backward_up, setup_context=_setup_up)
@@ -108,7 +109,7 @@ def _blend_real_op(x: torch.Tensor, alpha: float, backend: str) -> torch.Tensor:
 
 @_blend_real_op.register_fake
 def _(x, alpha, backend):
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
+    return _backend.empty_dense_like(x)
 
 
 def _setup_real(ctx, inputs, output):
@@ -117,7 +118,7 @@ def _setup_real(ctx, inputs, output):
 
 def _backward_real(ctx, grad_y):
     # Self-adjoint: the backward is the op itself, differentiable to any order.
-    return _blend_real_op(grad_y.contiguous(), ctx.alpha, ctx.backend), None, None
+    return _blend_real_op(_backend.dense(grad_y, ctx.backend), ctx.alpha, ctx.backend), None, None
 
 
 _blend_real_op.register_autograd(_backward_real, setup_context=_setup_real)
@@ -131,7 +132,7 @@ def _blend_down_op(img: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
 
 @_blend_down_op.register_fake
 def _(img, weight, bias, new, alpha, slope, backend):
-    return torch.empty_like(new, memory_format=torch.contiguous_format)
+    return _backend.empty_dense_like(new)
 
 
 @torch.library.custom_op("alae_fast::blend_down_backward", mutates_args=())
@@ -143,8 +144,8 @@ def _blend_down_backward_op(grad_y: torch.Tensor, img: torch.Tensor, weight: tor
 
 @_blend_down_backward_op.register_fake
 def _(grad_y, img, weight, bias, alpha, slope, backend):
-    return (torch.empty_like(img, memory_format=torch.contiguous_format), torch.empty_like(weight),
-            torch.empty_like(bias), torch.empty_like(grad_y, memory_format=torch.contiguous_format))
+    return (_backend.empty_dense_like(img), torch.empty_like(weight),
+            torch.empty_like(bias), _backend.empty_dense_like(grad_y))
 
 
 def _setup_down(ctx, inputs, output):
@@ -155,8 +156,8 @@ def _setup_down(ctx, inputs, output):
 
 def _backward_down(ctx, grad_y):
     img, weight, bias = ctx.saved_tensors
-    g_img, g_w, g_b, g_new = _blend_down_backward_op(grad_y.contiguous(), img, weight, bias, ctx.alpha, ctx.slope,
-                                                     ctx.backend)
+    g_img, g_w, g_b, g_new = _blend_down_backward_op(_backend.dense(grad_y, ctx.backend), img, weight, bias, ctx.alpha,
+                                                     ctx.slope, ctx.backend)
     return g_img, g_w, g_b, g_new, None, None, None
 
 
@@ -181,7 +182,7 @@ def _double_backward_down(ctx, gg_img, gg_w, gg_b, gg_new):
     zero_bias = torch.zeros_like(bias)
 
     def fused_linear(image, w, b):  # w·pool(image) + b: the forward kernel with slope 1 and α = 0
-        return _blend_down_op(image.contiguous(), w.contiguous(), b, grad_y, 0.0, 1.0, backend)
+        return _blend_down_op(_backend.dense(image, backend), w.contiguous(), b, grad_y, 0.0, 1.0, backend)
 
     d = torch.where(fused_linear(img, weight, bias) > 0, 1.0, ctx.slope).to(grad_y.dtype)
     terms = []
@@ -196,9 +197,9 @@ def _double_backward_down(ctx, gg_img, gg_w, gg_b, gg_new):
         g_grad_y = a * gg_new if g_grad_y is None else g_grad_y + a * gg_new
     g_img = g_w = None
     if gg_img is not None or gg_w is not None:
-        grad_pre = ((1 - a) * d * grad_y).contiguous()
+        grad_pre = _backend.dense((1 - a) * d * grad_y, backend)
         g_img_full, g_w_full, _, _ = _blend_down_backward_op(
-            grad_pre, (gg_img if gg_img is not None else img).contiguous(),
+            grad_pre, _backend.dense(gg_img if gg_img is not None else img, backend),
             (gg_w if gg_w is not None else weight).contiguous(), bias, 0.0, 1.0, backend)
         g_img = g_img_full if gg_w is not None else None
         g_w = g_w_full if gg_img is not None else None
@@ -219,10 +220,10 @@ def blend_up(low, high, alpha: float, *, impl: str = "auto"):
     _checks.tensor(op, "low", low, (n, c, h // 2, w // 2), spec="[N, C, H/2, W/2]", like=high)
     _checks.same_dtype(op, "low", low, high, "high")
     alpha = _checks.alpha(op, alpha)
-    backend = _backend.resolve(impl, high)
+    backend = _backend.resolve(impl, high, op=op)
     if backend == "ref":
         return blend_up_ref(low, high, alpha)
-    return _blend_up_op(low.contiguous(), high.contiguous(), alpha, backend)
+    return _blend_up_op(_backend.dense(low, backend), _backend.dense(high, backend), alpha, backend)
 
 
 def blend_real(x, alpha: float, *, impl: str = "auto"):
@@ -231,10 +232,10 @@ def blend_real(x, alpha: float, *, impl: str = "auto"):
     _, _, h, w = _checks.activation(op, "x", x)
     _checks.even_spatial(op, "x", h, w)
     alpha = _checks.alpha(op, alpha)
-    backend = _backend.resolve(impl, x)
+    backend = _backend.resolve(impl, x, op=op)
     if backend == "ref":
         return blend_real_ref(x, alpha)
-    return _blend_real_op(x.contiguous(), alpha, backend)
+    return _blend_real_op(_backend.dense(x, backend), alpha, backend)
 
 
 def blend_down(img, weight, bias, new, alpha: float, *, slope: float = FROM_RGB_SLOPE, impl: str = "auto"):
@@ -253,9 +254,9 @@ def blend_down(img, weight, bias, new, alpha: float, *, slope: float = FROM_RGB_
     _checks.tensor(op, "bias", bias, (c,), spec="[C]", like=img)
     alpha = _checks.alpha(op, alpha)
     slope = _checks.slope(op, slope)
-    backend = _backend.resolve(impl, img)
+    backend = _backend.resolve(impl, img, op=op, numel=new.numel() * 4)
     if backend == "ref":
         return blend_down_ref(img, weight, bias, new, alpha, slope)
     acc = _backend.acc_dtype(img.dtype)
-    return _blend_down_op(img.contiguous(), weight.to(acc).contiguous(), bias.to(acc).contiguous(),
-                          new.contiguous(), alpha, slope, backend)
+    return _blend_down_op(_backend.dense(img, backend), weight.to(acc).contiguous(), bias.to(acc).contiguous(),
+                          _backend.dense(new, backend), alpha, slope, backend)

@@ -41,7 +41,7 @@ def _noise_op(x: torch.Tensor, noise: torch.Tensor, noise_weight: torch.Tensor, 
 
 @_noise_op.register_fake
 def _(x, noise, noise_weight, bias, act, backend):
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
+    return _backend.empty_dense_like(x)
 
 
 @torch.library.custom_op("alae_fast::noise_inject_backward", mutates_args=())
@@ -53,7 +53,7 @@ def _noise_backward_op(grad_y: torch.Tensor, x: torch.Tensor, noise: torch.Tenso
 
 @_noise_backward_op.register_fake
 def _(grad_y, x, noise, noise_weight, bias, act, backend):
-    return (torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(noise_weight),
+    return (_backend.empty_dense_like(x), torch.empty_like(noise_weight),
             torch.empty_like(noise_weight))
 
 
@@ -65,7 +65,8 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad_y):
     x, noise, noise_weight, bias = ctx.saved_tensors
-    gx, gwn, gb = _noise_backward_op(grad_y.contiguous(), x, noise, noise_weight, bias, ctx.act, ctx.backend)
+    gx, gwn, gb = _noise_backward_op(_backend.dense(grad_y, ctx.backend), x, noise, noise_weight, bias, ctx.act,
+                                     ctx.backend)
     g_noise = noise_grad(gx, noise_weight) if ctx.needs_input_grad[1] else None
     return gx, g_noise, gwn, gb if ctx.has_bias else None, None, None
 
@@ -101,9 +102,10 @@ def noise_inject(x, noise, noise_weight, bias=None, *, act: bool = False, impl: 
     _checks.tensor(_OP, "noise_weight", noise_weight, (c,), spec="[C]", like=x)
     if bias is not None:
         _checks.tensor(_OP, "bias", bias, (c,), spec="[C]", like=x)
-    backend = _backend.resolve(impl, x)
+    backend = _backend.resolve(impl, x, op=_OP)
     if backend == "ref":
         return noise_inject_ref(x, noise, noise_weight, bias, act)
     acc = _backend.acc_dtype(x.dtype)
-    return _noise_op(x.contiguous(), noise.to(x.dtype).contiguous(), noise_weight.to(acc).contiguous(),
-                     None if bias is None else bias.to(acc).contiguous(), act, backend)
+    return _noise_op(_backend.dense(x, backend), noise.to(x.dtype).contiguous(),
+                     noise_weight.to(acc).contiguous(), None if bias is None else bias.to(acc).contiguous(), act,
+                     backend)

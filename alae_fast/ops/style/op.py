@@ -1,4 +1,4 @@
-"""Instance-norm style extraction, the encoder's layer epilogue.
+"""Instance-norm style extraction, the encoder's layer epilogue (SPEC §7.2).
 
 t = lrelu(x + bias[c], 0.2);  y = (t − μ)·rsqrt(σ² + 1e-5);  style = [μ | σ]  (σ = sqrt(σ²), no eps).
 R1 differentiates through this twice, so it has gradients of second order.
@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 from alae_fast.ops import _backend, _checks
-from alae_fast.ops._layout import kernel_format
 from alae_fast.ops.constants import LEAKY_SLOPE
 
 EPS = 1e-5  # the instance norm's
@@ -21,10 +20,9 @@ _OP = "style_extract"
 
 
 def _safe_sqrt(var):
-    # sqrt whose gradient at 0 is 0 rather than inf·0 = NaN (H·W = 1 or constant rows); a NaN variance
-    # (a NaN or inf in the row) gives a NaN std, as on every backend: var·0 is 0 at 0 and NaN at NaN.
+    # sqrt whose gradient at 0 is 0 rather than inf·0 = NaN (H·W = 1 or constant rows).
     positive = var > 0
-    return torch.where(positive, torch.sqrt(torch.where(positive, var, torch.ones_like(var))), var * 0)
+    return torch.where(positive, torch.sqrt(torch.where(positive, var, torch.ones_like(var))), torch.zeros_like(var))
 
 
 def _style_stats_ref(x, bias):
@@ -57,7 +55,8 @@ def _style_op(x: torch.Tensor, bias: torch.Tensor, backend: str) -> tuple[torch.
 
 @_style_op.register_fake
 def _(x, bias, backend):
-    return torch.empty_like(x), bias.new_empty((x.shape[0], 2 * x.shape[1]))  # y keeps x's (kernel) memory format
+    return (_backend.empty_dense_like(x),
+            bias.new_empty((x.shape[0], 2 * x.shape[1])))
 
 
 @torch.library.custom_op("alae_fast::style_extract_backward", mutates_args=())
@@ -70,7 +69,7 @@ def _style_backward_op(
 
 @_style_backward_op.register_fake
 def _(grad_y, grad_stats, x, bias, stats, backend):
-    return torch.empty_like(x), torch.empty_like(bias)
+    return _backend.empty_dense_like(x), torch.empty_like(bias)
 
 
 def _setup(ctx, inputs, output):
@@ -81,8 +80,8 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad_y, grad_stats):
     x, bias, stats = ctx.saved_tensors
-    gx, gb = _style_backward_op(grad_y.contiguous(memory_format=kernel_format(x, ctx.backend)),
-                                grad_stats.to(stats.dtype).contiguous(), x, bias, stats, ctx.backend)
+    grad_y = _backend.dense(grad_y, ctx.backend, _backend.ROW_NHWC_BACKENDS)
+    gx, gb = _style_backward_op(grad_y, grad_stats.to(stats.dtype).contiguous(), x, bias, stats, ctx.backend)
     return gx, gb, None
 
 
@@ -96,7 +95,7 @@ def _style_double_backward_op(
 
 @_style_double_backward_op.register_fake
 def _(grad_y, grad_stats, x, bias, stats, gg_x, gg_bias, backend):
-    like_x = torch.empty_like(x, memory_format=torch.contiguous_format)
+    like_x = _backend.empty_dense_like(x)
     return like_x, torch.empty_like(grad_stats), torch.empty_like(like_x), torch.empty_like(bias)
 
 
@@ -112,9 +111,10 @@ def _double_backward(ctx, ggx, ggb):
     if ggx is None and ggb is None:
         return None, None, None, None, None, None
     grad_y, grad_stats, x, bias, stats = ctx.saved_tensors
-    # The double-backward kernels read NCHW: an NHWC x (cuda) is copied here.
     g_grad_y, g_grad_stats, gx, gb = _style_double_backward_op(
-        grad_y.contiguous(), grad_stats, x.contiguous(), bias, stats, None if ggx is None else ggx.contiguous(), ggb,
+        # The CUDA double-backward kernels read NCHW: an NHWC x is copied there (Triton reads it in place).
+        _backend.dense(grad_y, ctx.backend), grad_stats, _backend.dense(x, ctx.backend), bias, stats,
+        None if ggx is None else _backend.dense(ggx, ctx.backend), ggb,
         ctx.backend)
     return g_grad_y, g_grad_stats, gx, gb, None, None
 
@@ -135,10 +135,10 @@ def style_extract(x, bias, *, impl: str = "auto", style_dtype: torch.dtype | Non
     _checks.nonempty_rows(_OP, "x", h, w)
     _checks.tensor(_OP, "bias", bias, (c,), spec="[C]", like=x)
     style_dtype = style_dtype or x.dtype
-    backend = _backend.resolve(impl, x)
+    backend = _backend.resolve(impl, x, op=_OP)
     if backend == "ref":
         y, stats = _style_stats_ref(x, bias)
         return y, stats.to(style_dtype)
     acc = _backend.acc_dtype(x.dtype)
-    y, stats = _style_op(x.contiguous(memory_format=kernel_format(x, backend)), bias.to(acc).contiguous(), backend)
+    y, stats = _style_op(_backend.dense(x, backend, _backend.ROW_NHWC_BACKENDS), bias.to(acc).contiguous(), backend)
     return y, stats.to(style_dtype)
