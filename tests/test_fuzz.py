@@ -11,6 +11,7 @@ The cpu backend runs EXAMPLES["cpu"] examples per op; Triton runs under TRITON_I
 shapes (H·W <= 16², N·C <= 64), where each program instance costs milliseconds.
 """
 
+import dataclasses
 import math
 
 import pytest
@@ -38,6 +39,13 @@ FP64_CONDITIONS = ["plain", "offset", "nonfinite"]
 FP64_MAX_DECADES = 2
 # Largest row mean of the "offset" rows, as a power of ten: fp16 overflows at 65504.
 MAX_MEAN_DECADES = {torch.float16: 4, torch.bfloat16: 6, torch.float32: 6, torch.float64: 6}
+
+# Gradients a backend is known not to meet the rule on yet: (op, backend) -> {condition: indices of
+# the arguments whose gradients are not checked}. Everything else of those examples is still checked
+# (the forward always), and each gap is pinned by a strict xfail below, which fails the suite once
+# the gap is fixed. Triton's adain backward sums in fp32 (CPU in double): on rows that vary by a few
+# ulps its gradients, and on offset rows its noise_weight gradient, land at 2-6x PyTorch's error.
+KNOWN_GAPS = {("modulated_adain", "triton"): {"near_constant": (0, 1, 2, 3, 4), "offset": (2,)}}
 
 PROFILE = settings(derandomize=True, database=None, deadline=None, print_blob=False,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -89,9 +97,12 @@ def _condition(name, args, condition, decades, gen):
     return args
 
 
-def _check(name, backend, spec):
+def _check(name, backend, spec, known_gaps=KNOWN_GAPS):
     shape, dtype, channels_last, condition, decades, seed = spec
     case = CASES[name]
+    unchecked = known_gaps.get((name, backend), {}).get(condition, ())
+    if unchecked:
+        case = dataclasses.replace(case, differentiable=tuple(i for i in case.differentiable if i not in unchecked))
     gen = torch.Generator().manual_seed(seed)
     args = _condition(name, case.make(shape, dtype, "cpu", gen), condition, decades, gen)
     if channels_last:
@@ -100,7 +111,7 @@ def _check(name, backend, spec):
     label = f"{name}[{backend}, {dtype}, {list(shape)}, {condition}, 1e{decades}, cl={channels_last}, seed={seed}]"
     finite = all(torch.isfinite(a).all() for a in args if isinstance(a, torch.Tensor))
     if finite:
-        check_parity(case, args, backend, seed=seed, label=label)
+        check_parity(case, args, backend, seed=seed, label=label, grads=bool(case.differentiable))
     else:
         check_nonfinite(case, args, backend, seed=seed, label=label)
 
@@ -114,6 +125,16 @@ def test_fuzz(name, backend, device):
         _check(name, backend, spec)
 
     run()
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="KNOWN_GAPS: Triton adain's backward")
+@pytest.mark.parametrize("spec", [((2, 1, 1, 3), torch.float32, False, "near_constant", 0, 0),
+                                  ((2, 1, 1, 7), torch.float32, False, "near_constant", 0, 1),
+                                  ((1, 1, 2, 2), torch.float16, False, "offset", 3, 1)],
+                         ids=["near_constant-noise_weight", "near_constant-style", "offset-noise_weight"])
+@pytest.mark.parametrize("backend,device", [TRITON_INTERPRETER])
+def test_known_gap_triton_adain_backward(backend, device, spec):
+    _check("modulated_adain", backend, spec, known_gaps={})
 
 
 @pytest.mark.skipif(not _backend.EXT_LOADED, reason="needs alae_fast._C")

@@ -234,8 +234,8 @@ def test_use_impl_nests_restores_and_reaches_compiled_code():
     seen = []
     real_resolve = _backend.resolve
 
-    def recording_resolve(impl, tensor):
-        seen.append(real_resolve(impl, tensor))
+    def recording_resolve(impl, tensor, **kwargs):
+        seen.append(real_resolve(impl, tensor, **kwargs))
         return seen[-1]
 
     fn = torch.compile(lambda t: ops.blend_real(t, 0.5), fullgraph=True, backend="eager")

@@ -20,9 +20,10 @@ _OP = "style_extract"
 
 
 def _safe_sqrt(var):
-    # sqrt whose gradient at 0 is 0 rather than inf·0 = NaN (H·W = 1 or constant rows).
+    # sqrt whose gradient at 0 is 0 rather than inf·0 = NaN (H·W = 1 or constant rows); a NaN variance
+    # (a NaN or inf in the row) gives a NaN std, as on every backend: var·0 is 0 at 0 and NaN at NaN.
     positive = var > 0
-    return torch.where(positive, torch.sqrt(torch.where(positive, var, torch.ones_like(var))), torch.zeros_like(var))
+    return torch.where(positive, torch.sqrt(torch.where(positive, var, torch.ones_like(var))), var * 0)
 
 
 def _style_stats_ref(x, bias):
