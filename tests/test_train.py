@@ -202,11 +202,18 @@ def test_exploding_loss_warns_in_the_log(tmp_path):
     assert any("grew to" in line and "diverging" in line for line in lines), lines
 
 
-def test_bf16_training_lowers_ae_loss():
-    tr = make_trainer(precision="bf16", kimg_per_lod=10, total_kimg=10, lr_per_lod=[0.003], batch_per_lod=[8])
-    ae = [tr.step()["loss_ae"].item() for _ in range(30)]
-    assert all(math.isfinite(v) for v in ae)
-    assert sum(ae[-5:]) < 0.7 * sum(ae[:5]), ae
+def test_bf16_training_lowers_ae_loss_as_fp32_does():
+    """60 steps: the latent AE loss falls (the last 20 average below 0.75x the first 5; about 0.63 measured)
+    and bf16 ends within 10% of fp32 on the same seed. A window this long averages out the step-to-step noise."""
+    tail = {}
+    for precision in ("bf16", "fp32"):
+        torch.manual_seed(0)
+        tr = make_trainer(precision=precision, kimg_per_lod=10, total_kimg=10, lr_per_lod=[0.003], batch_per_lod=[8])
+        ae = [tr.step()["loss_ae"].item() for _ in range(60)]
+        assert all(math.isfinite(v) for v in ae), (precision, ae)
+        tail[precision] = sum(ae[-20:]) / 20
+        assert tail[precision] < 0.75 * sum(ae[:5]) / 5, (precision, ae)
+    assert abs(tail["bf16"] - tail["fp32"]) < 0.1 * tail["fp32"], tail
 
 
 def test_train_loop_writes_outputs(tmp_path):
