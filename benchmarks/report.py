@@ -190,6 +190,17 @@ def projection(models: list[dict]) -> str:
     return "\n".join(rows) if len(rows) > 2 else ""
 
 
+def _save(fig, title: str, path) -> str:
+    """Title, lay out, write and close a figure; its file name."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
 def plots(ops: list[dict], out: Path) -> list[str]:
     import matplotlib
 
@@ -218,12 +229,8 @@ def plots(ops: list[dict], out: Path) -> list[str]:
                 ax.set_title(op, fontsize=9)
                 ax.set_ylabel("× eager ref")
                 ax.legend(fontsize=7)
-            fig.suptitle(f"speedup vs eager reference, {mode}, {dtype}")
-            fig.tight_layout()
-            name = f"speedup_{slug(mode)}_{dtype}.png"
-            fig.savefig(out / name, dpi=110)
-            plt.close(fig)
-            names.append(name)
+            names.append(_save(fig, f"speedup vs eager reference, {mode}, {dtype}",
+                               out / f"speedup_{slug(mode)}_{dtype}.png"))
         sel = [e for e in ops if e["mode"] == mode and e.get("pct_copy_bw") is not None]
         if not sel:
             continue
@@ -241,12 +248,7 @@ def plots(ops: list[dict], out: Path) -> list[str]:
             ax.set_xlabel("minimal bytes moved")
         axes[0, 0].set_ylabel("% of copy bandwidth")
         axes[0, -1].legend(fontsize=6)
-        fig.suptitle(f"achieved bandwidth, {mode}")
-        fig.tight_layout()
-        name = f"bandwidth_{slug(mode)}.png"
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        names.append(name)
+        names.append(_save(fig, f"achieved bandwidth, {mode}", out / f"bandwidth_{slug(mode)}.png"))
     return names
 
 
