@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import json
 import os
 import warnings
@@ -47,10 +48,9 @@ EXT_HAS_CUDA = bool(EXT_LOADED and _EXT.WITH_CUDA)
 
 
 def _triton_status() -> tuple[bool, str | None]:
-    try:
-        import triton  # noqa: F401
-    except ImportError as exc:
-        return False, f"triton is not installed ({exc})"
+    # Found, not imported: importing triton costs most of a second, and only the Triton kernels need it.
+    if importlib.util.find_spec("triton") is None:
+        return False, "triton is not installed (pip install triton)"
     return True, None
 
 
@@ -190,7 +190,6 @@ def kernel(backend: str, name: str):
     raise ValueError(f"no kernels for backend {backend!r}")
 
 
-# Backends whose kernels read and write channels_last (NHWC) activations in place.
 # Backends whose kernels read and write channels_last activations in place (others get NCHW copies):
 # every Triton op, and the CUDA instance-norm rows (adain, style forward and backward).
 NHWC_BACKENDS = ("triton",)
