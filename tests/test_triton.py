@@ -184,6 +184,33 @@ def test_split_rows(name, split_rows):
             assert torch.equal(a, b), name
 
 
+@interpreter
+@pytest.mark.parametrize("shape", [(2, 3, 3, 5), LOOPED, SPLIT_SHAPE], ids=["single", "looped", "split"])
+def test_adain_fp32_variant(shape, split_rows, monkeypatch):
+    """The fp32 arithmetic that devices without full-rate fp64 run, on every path and both layouts;
+    the default (fp64) variant gives other bits."""
+    from alae_fast.ops import _triton
+
+    case = CASES["modulated_adain"]
+    args = case.make(shape, torch.float32, "cpu", torch.Generator().manual_seed(0))
+    exact = case.run(args, "triton")[0]
+    monkeypatch.setattr(_triton, "fast_fp64", lambda device: False)
+    check_parity(case, args, "triton")
+    check_parity(case, _channels_last(args), "triton", seed=1)
+    assert not torch.equal(exact, case.run(args, "triton")[0])
+
+
+@pytest.mark.parametrize("capability,fast", [((9, 0), True), ((8, 0), True), ((8, 9), False), ((12, 0), False)])
+def test_fast_fp64_by_capability(capability, fast, monkeypatch):
+    pytest.importorskip("triton")
+    from alae_fast.ops import _triton
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert _triton.fast_fp64(torch.device("cuda", 0)) is fast
+    assert _triton.exact_acc(torch.bfloat16, torch.device("cuda", 0)) == (torch.float64 if fast else torch.float32)
+    assert _triton.exact_acc(torch.float32, torch.device("cpu")) == torch.float64
+
+
 def _copies(step) -> list[str]:
     """The aten ops that copy a tensor (clone, _to_copy) among those step() runs."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:

@@ -35,6 +35,30 @@ def compile_variant(fn, pointer_types: dict, constants: dict, label: str) -> boo
     return True
 
 
+def adain_variants(act, par, c, single, tag):
+    """AdaIN computes and keeps its chunk partials in fp64 where fp64 is full rate, else in fp32
+    (see _triton.exact_acc): both variants."""
+    for exact, name in ((tl.float32, "fp32"), (tl.float64, "fp64")):
+        if c["ACC"] == tl.float64 and exact == tl.float32:
+            continue
+        parts = {n: "*" + name for n in ("mean_ptr", "m2_ptr", "count_ptr", "sum_ptr", "part_g_ptr", "part_gc_ptr",
+                                         "part_c_ptr")}
+        flags = dict(c, ACC=exact)
+        rows = dict(flags, SINGLE=single, SPLIT_BLOCK=8)
+        loop = {k: v for k, v in flags.items() if k != "EPS"}
+        params = par("wn_ptr", "b_ptr", "style_ptr", "stats_ptr", "grad_style_ptr", "part_wn_ptr", "part_b_ptr")
+        label = f"{tag} acc={name}"
+        if not single:
+            yield adain._adain_moments_kernel, {**act("x_ptr", "noise_ptr"), **params, **parts}, loop, \
+                f"adain_moments {label}"
+            yield adain._adain_bwd_sums_kernel, {**act("grad_y_ptr", "x_ptr", "noise_ptr"), **params, **parts}, \
+                loop, f"adain_bwd_sums {label}"
+        yield adain._adain_fwd_kernel, {**act("x_ptr", "noise_ptr", "y_ptr"), **params, **parts}, rows, \
+            f"adain_fwd {label}"
+        yield adain._adain_bwd_kernel, {**act("grad_y_ptr", "x_ptr", "noise_ptr", "grad_x_ptr"), **params, **parts}, \
+            rows, f"adain_bwd {label}"
+
+
 def variants():
     for xt, acc, at in (("fp16", tl.float32, "fp32"), ("bf16", tl.float32, "fp32"),
                         ("fp32", tl.float32, "fp32"), ("fp64", tl.float64, "fp64")):
@@ -56,24 +80,13 @@ def variants():
             tag = f"{xt} single={single} split={split or 'n'} nhwc={nhwc}"
             moments = par("mean_ptr", "m2_ptr", "count_ptr", "sum_ptr")
             grad_sums = par("part_g_ptr", "part_gc_ptr", "part_c_ptr")
+            yield from adain_variants(act, par, c, single, tag)
             if not single:
-                yield adain._adain_moments_kernel, {**act("x_ptr", "noise_ptr"), **par("wn_ptr", "b_ptr", "style_ptr"),
-                                                    **moments}, loop, f"adain_moments {tag}"
-                yield adain._adain_bwd_sums_kernel, {**act("grad_y_ptr", "x_ptr", "noise_ptr"),
-                                                     **par("wn_ptr", "b_ptr", "style_ptr", "stats_ptr"), **grad_sums}, \
-                    loop, f"adain_bwd_sums {tag}"
                 yield style._style_moments_kernel, {**act("x_ptr"), **par("b_ptr"), **moments}, loop, \
                     f"style_moments {tag}"
                 yield style._style_bwd_sums_kernel, {**act("grad_y_ptr", "x_ptr"),
                                                      **par("grad_stats_ptr", "b_ptr", "stats_ptr"), **grad_sums}, \
                     c, f"style_bwd_sums {tag}"
-            yield adain._adain_fwd_kernel, {**act("x_ptr", "noise_ptr", "y_ptr"),
-                                            **par("wn_ptr", "b_ptr", "style_ptr", "stats_ptr"), **moments}, rows, \
-                f"adain_fwd {tag}"
-            yield adain._adain_bwd_kernel, {**act("grad_y_ptr", "x_ptr", "noise_ptr", "grad_x_ptr"),
-                                            **par("wn_ptr", "b_ptr", "style_ptr", "stats_ptr", "grad_style_ptr",
-                                                  "part_wn_ptr", "part_b_ptr"), **grad_sums}, rows, \
-                f"adain_bwd {tag}"
             yield style._style_fwd_kernel, {**act("x_ptr", "y_ptr"), **par("b_ptr", "stats_ptr"), **moments}, rows, \
                 f"style_fwd {tag}"
             yield style._style_bwd_kernel, {**act("grad_y_ptr", "x_ptr", "grad_x_ptr"),

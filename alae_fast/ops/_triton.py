@@ -130,6 +130,22 @@ def tl_acc(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
+# Compute capabilities whose fp64 units run at half the fp32 rate (P100, V100, A100, H100/H200,
+# B100/B200); elsewhere fp64 runs at 1/32 to 1/64 of it.
+FULL_RATE_FP64 = frozenset({(6, 0), (7, 0), (8, 0), (9, 0), (10, 0)})
+
+
+def fast_fp64(device: torch.device) -> bool:
+    """Whether fp64 arithmetic is cheap on `device` (the interpreter's CPU counts as such)."""
+    return device.type != "cuda" or torch.cuda.get_device_capability(device) in FULL_RATE_FP64
+
+
+def exact_acc(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """fp64 where fp64 is cheap, else acc_dtype(dtype): for row arithmetic whose fp32 rounding of the
+    input itself (x + wn·noise + b on rows that vary by a few ulps) is already too coarse."""
+    return torch.float64 if fast_fp64(device) else acc_dtype(dtype)
+
+
 def split_scalar(value: float) -> tuple[float, float]:
     """(hi, lo) with hi = fp32(value) and hi + lo ≈ value to ~2^-48.
 
@@ -153,6 +169,14 @@ def scalar(hi, lo, ACC: tl.constexpr):
 def const(value: tl.constexpr, ACC: tl.constexpr):
     """A Python constant materialised exactly in ACC (a bare float would be rounded to fp32)."""
     return tl.full([], value, ACC)
+
+
+@triton.jit
+def narrow(v, dtype: tl.constexpr):
+    """v in `dtype`, 16-bit types through fp32 (the interpreter has no direct fp64 -> bf16)."""
+    if dtype.primitive_bitwidth < 32:
+        v = v.to(tl.float32)
+    return v.to(dtype)
 
 
 @triton.jit
@@ -312,12 +336,13 @@ def row_split(rows: int, hw: int, device: torch.device) -> tuple[int, int]:
     return triton.cdiv(hw, chunk), chunk
 
 
-def chunk_partials(rows: int, split: int, like: torch.Tensor, count: int) -> list[torch.Tensor]:
-    """`count` [N*C, SPLIT] buffers of per-chunk partials in like's dtype (every slot is written before it
-    is read); unsplit rows read none, so they get `like` itself as a placeholder."""
+def chunk_partials(rows: int, split: int, like: torch.Tensor, count: int,
+                   dtype: torch.dtype | None = None) -> list[torch.Tensor]:
+    """`count` [N*C, SPLIT] buffers of per-chunk partials in `dtype` (like's by default; every slot is
+    written before it is read); unsplit rows read none, so they get `like` itself as a placeholder."""
     if split == 1:
         return [like] * count
-    return [torch.empty((rows, split), dtype=like.dtype, device=like.device) for _ in range(count)]
+    return [torch.empty((rows, split), dtype=dtype or like.dtype, device=like.device) for _ in range(count)]
 
 
 class RowKernel:

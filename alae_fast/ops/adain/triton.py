@@ -4,6 +4,9 @@ t = lrelu(x + wn[c]·noise[n] + b[c], 0.2);  y = (t − μ)·rstd·(1 + ys[n,c])
 Rows split over SPLIT programs (see _triton.row_split) run the forward as chunk moments, then a
 fixed-order Chan merge and the normalisation (2 passes over x); the backward as chunk sums of
 g and g·x̂, then grad_x (3 passes). The backward recomputes t from x and noise instead of storing it.
+The arithmetic and the chunk partials are in ACC: fp64 where the device runs fp64 at full rate
+(_triton.exact_acc), since an fp32 x + wn·noise + b already loses rows that vary by a few ulps;
+parameters, styles and stats stay in acc_dtype(x).
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import triton
 import triton.language as tl
 
 from alae_fast.ops._triton import (RowKernel, acc_dtype, centred_grad_terms, check_activation, check_tensor,
-                                   chunk_partials, combine_moments, combine_sums, const, empty_act, first_chunk,
-                                   kink_base, kink_terms, leaky, leaky_grad, match_layout, pixel, row_base, row_chunk,
-                                   row_moments, row_split, settle_mean, tl_acc, welford_combine, welford_update)
+                                   chunk_partials, combine_moments, combine_sums, const, empty_act, exact_acc,
+                                   first_chunk, kink_base, kink_terms, leaky, leaky_grad, match_layout, narrow, pixel,
+                                   row_base, row_chunk, row_moments, row_split, settle_mean, tl_acc, welford_combine,
+                                   welford_update)
 
 
 @triton.jit
@@ -71,10 +75,10 @@ def _adain_moments_kernel(
     wn_ptr,  # [C] acc
     b_ptr,  # [C] acc
     style_ptr,  # [N, 2C] acc
-    mean_ptr,  # [N*C, SPLIT] acc, written: chunk means of t − pivot (see _row_pivot)
-    m2_ptr,  # [N*C, SPLIT] acc, written: chunk Σ (t − mean)²
-    count_ptr,  # [N*C, SPLIT] acc, written: chunk sizes
-    sum_ptr,  # [N*C, SPLIT] acc, written: chunk Σ (t − pivot)
+    mean_ptr,  # [N*C, SPLIT] ACC, written: chunk means of t − pivot (see _row_pivot)
+    m2_ptr,  # [N*C, SPLIT] ACC, written: chunk Σ (t − mean)²
+    count_ptr,  # [N*C, SPLIT] ACC, written: chunk sizes
+    sum_ptr,  # [N*C, SPLIT] ACC, written: chunk Σ (t − pivot)
     C,  # channels
     NC,  # rows = N*C
     HW,  # row length
@@ -106,10 +110,10 @@ def _adain_fwd_kernel(
     wn_ptr,  # [C] acc
     b_ptr,  # [C] acc
     style_ptr,  # [N, 2C] acc, (ys | yb)
-    mean_ptr,  # [N*C, SPLIT] acc: chunk moments of t − pivot (read when SPLIT > 1)
-    m2_ptr,  # [N*C, SPLIT] acc
-    count_ptr,  # [N*C, SPLIT] acc
-    sum_ptr,  # [N*C, SPLIT] acc
+    mean_ptr,  # [N*C, SPLIT] ACC: chunk moments of t − pivot (read when SPLIT > 1)
+    m2_ptr,  # [N*C, SPLIT] ACC
+    count_ptr,  # [N*C, SPLIT] ACC
+    sum_ptr,  # [N*C, SPLIT] ACC
     y_ptr,  # [N, C, H, W] x.dtype, x's layout, written
     stats_ptr,  # [N, 2C] acc, (mean | rstd), written
     C,  # channels
@@ -134,7 +138,7 @@ def _adain_fwd_kernel(
         mean, centered, var = row_moments(t, mask, HW)
         rstd = 1.0 / tl.sqrt(var + const(EPS, ACC))
         y = centered * (gain * rstd)[:, None] + shift[:, None]
-        tl.store(y_row + pixel(cols, C, NHWC), y.to(y_ptr.dtype.element_ty), mask=mask)
+        tl.store(y_row + pixel(cols, C, NHWC), narrow(y, y_ptr.dtype.element_ty), mask=mask)
     else:
         pivot = _row_pivot(x_row, noise_row, row_ok, wn, b, slope, C, ACC, NHWC)
         if SPLIT > 1:
@@ -149,7 +153,7 @@ def _adain_fwd_kernel(
             mask = row_ok[:, None] & (start + cols < hi)
             t = leaky(_pre(x_row, noise_row, start + cols, mask, wn, b, C, ACC, NHWC), slope)
             y = (t - mean[:, None]) * (gain * rstd)[:, None] + shift[:, None]
-            tl.store(y_row + pixel(start + cols, C, NHWC), y.to(y_ptr.dtype.element_ty), mask=mask)
+            tl.store(y_row + pixel(start + cols, C, NHWC), narrow(y, y_ptr.dtype.element_ty), mask=mask)
     first = first_chunk(rows, row_ok, part)
     n, c = rows // C, rows % C
     tl.store(stats_ptr + n * 2 * C + c, mean, mask=first)
@@ -192,9 +196,9 @@ def _adain_bwd_sums_kernel(
     b_ptr,  # [C] acc
     style_ptr,  # [N, 2C] acc
     stats_ptr,  # [N, 2C] acc, (mean | rstd)
-    part_g_ptr,  # [N*C, SPLIT] acc, written: chunk Σ g
-    part_gc_ptr,  # [N*C, SPLIT] acc, written: chunk Σ g·(t − mean)
-    part_c_ptr,  # [N*C, SPLIT] acc, written: chunk Σ (t − mean)
+    part_g_ptr,  # [N*C, SPLIT] ACC, written: chunk Σ g
+    part_gc_ptr,  # [N*C, SPLIT] ACC, written: chunk Σ g·(t − mean)
+    part_c_ptr,  # [N*C, SPLIT] ACC, written: chunk Σ (t − mean)
     C,  # channels
     NC,  # rows = N*C
     HW,  # row length
@@ -226,9 +230,9 @@ def _adain_bwd_kernel(
     b_ptr,  # [C] acc
     style_ptr,  # [N, 2C] acc, (ys | yb)
     stats_ptr,  # [N, 2C] acc, (mean | rstd)
-    part_g_ptr,  # [N*C, SPLIT] acc: chunk Σ g (read when SPLIT > 1)
-    part_gc_ptr,  # [N*C, SPLIT] acc: chunk Σ g·(t − mean) (read when SPLIT > 1)
-    part_c_ptr,  # [N*C, SPLIT] acc: chunk Σ (t − mean) (read when SPLIT > 1)
+    part_g_ptr,  # [N*C, SPLIT] ACC: chunk Σ g (read when SPLIT > 1)
+    part_gc_ptr,  # [N*C, SPLIT] ACC: chunk Σ g·(t − mean) (read when SPLIT > 1)
+    part_c_ptr,  # [N*C, SPLIT] ACC: chunk Σ (t − mean) (read when SPLIT > 1)
     grad_x_ptr,  # [N, C, H, W] x.dtype, x's layout, written
     grad_style_ptr,  # [N, 2C] acc, written
     part_wn_ptr,  # [N*C, SPLIT] acc, written: chunk Σ dpre·noise
@@ -262,7 +266,7 @@ def _adain_bwd_kernel(
         d = leaky_grad(pre, slope)
         dt = (gain[:, None] * rstd) * (g - mean_g[:, None] - centered * (rstd * rstd * cov[:, None]))
         dpre = tl.where(mask, dt * d, 0.0)
-        tl.store(gx_row + pixel(cols, C, NHWC), dpre.to(grad_x_ptr.dtype.element_ty), mask=mask)
+        tl.store(gx_row + pixel(cols, C, NHWC), narrow(dpre, grad_x_ptr.dtype.element_ty), mask=mask)
         noise = tl.load(noise_row + cols, mask=mask, other=0).to(ACC)
         sum_dpre_noise = tl.sum(dpre * noise, 1)
         e, m, q = kink_terms(g, centered, d, d0, mask)
@@ -289,7 +293,7 @@ def _adain_bwd_kernel(
             d = leaky_grad(pre, slope)
             dt = (gain[:, None] * rstd) * (g - mean_g[:, None] - centered * (rstd * rstd * cov[:, None]))
             dpre = tl.where(mask, dt * d, 0.0)
-            tl.store(gx_row + pixel(start + cols, C, NHWC), dpre.to(grad_x_ptr.dtype.element_ty), mask=mask)
+            tl.store(gx_row + pixel(start + cols, C, NHWC), narrow(dpre, grad_x_ptr.dtype.element_ty), mask=mask)
             noise = tl.load(noise_row + start + cols, mask=mask, other=0).to(ACC)
             acc_dn += dpre * noise
             e, m, q = kink_terms(g, centered, d, d0, mask)
@@ -334,13 +338,14 @@ def adain_fwd(x, noise, noise_weight, bias, style, eps, slope):
     if x.numel():
         noise = noise.contiguous()
         split, chunk = row_split(n * c, h * w, x.device)
-        parts = chunk_partials(n * c, split, style, 4)
+        exact = exact_acc(x.dtype, x.device)
+        parts = chunk_partials(n * c, split, style, 4, exact)
         nhwc = not x.is_contiguous()
         if split > 1:
             _moments(n * c, h * w, x, noise, noise_weight, bias, style, *parts, c, split=split, chunk=chunk,
-                     SLOPE=float(slope), ACC=tl_acc(x.dtype), NHWC=nhwc)
+                     SLOPE=float(slope), ACC=tl_acc(exact), NHWC=nhwc)
         _fwd(n * c, h * w, x, noise, noise_weight, bias, style, *parts, y, stats, c, split=split, chunk=chunk,
-             EPS=float(eps), SLOPE=float(slope), ACC=tl_acc(x.dtype), NHWC=nhwc,
+             EPS=float(eps), SLOPE=float(slope), ACC=tl_acc(exact), NHWC=nhwc,
              SPLIT_BLOCK=triton.next_power_of_2(split))
     return y, stats
 
@@ -355,16 +360,17 @@ def adain_bwd(grad_y, x, noise, noise_weight, bias, style, stats, eps, slope):
     grad_x = empty_act(x)
     grad_style = torch.zeros_like(style)
     split, chunk = row_split(n * c, h * w, x.device)
+    exact = exact_acc(x.dtype, x.device)
     # Per-(n, c, chunk) partial sums, reduced over N and the chunks afterwards: deterministic, no atomics.
     part_wn, part_b = (torch.zeros((n, c, split), dtype=style.dtype, device=x.device) for _ in range(2))
     if x.numel():
         grad_y, noise = match_layout(grad_y, x), noise.contiguous()
-        sums = chunk_partials(n * c, split, style, 3)
+        sums = chunk_partials(n * c, split, style, 3, exact)
         nhwc = not x.is_contiguous()
         if split > 1:
             _bwd_sums(n * c, h * w, grad_y, x, noise, noise_weight, bias, style, stats, *sums, c, split=split,
-                      chunk=chunk, SLOPE=float(slope), ACC=tl_acc(x.dtype), NHWC=nhwc)
+                      chunk=chunk, SLOPE=float(slope), ACC=tl_acc(exact), NHWC=nhwc)
         _bwd(n * c, h * w, grad_y, x, noise, noise_weight, bias, style, stats, *sums, grad_x, grad_style, part_wn,
-             part_b, c, split=split, chunk=chunk, EPS=float(eps), SLOPE=float(slope), ACC=tl_acc(x.dtype), NHWC=nhwc,
+             part_b, c, split=split, chunk=chunk, EPS=float(eps), SLOPE=float(slope), ACC=tl_acc(exact), NHWC=nhwc,
              SPLIT_BLOCK=triton.next_power_of_2(split))
     return grad_x, part_wn.sum((0, 2)), part_b.sum((0, 2)), grad_style
