@@ -173,9 +173,14 @@ def test_w_avg_update():
     assert not model.w_avg.requires_grad
 
 
-def test_noise_modes():
+def _model_and_styles(batch):
+    """A tiny random model and unmixed styles [batch, layers, LATENT] of it at lod 2."""
     model = _randomize(_tiny())
-    ws = model.styles(torch.randn(2, LATENT), 2, mixing_prob=0)
+    return model, model.styles(torch.randn(batch, LATENT), 2, mixing_prob=0)
+
+
+def test_noise_modes():
+    model, ws = _model_and_styles(2)
     torch.manual_seed(5)
     fixed = model.generate(ws, 2, 1.0, noise="fixed")
     torch.manual_seed(6)
@@ -194,8 +199,7 @@ def test_noise_modes():
 
 
 def test_random_noise_draws_in_the_official_order(monkeypatch):
-    model = _randomize(_tiny())
-    ws = model.styles(torch.randn(3, LATENT), 2, mixing_prob=0)
+    model, ws = _model_and_styles(3)
     drawn, randn = [], torch.randn
 
     def recording_randn(*args, **kwargs):
@@ -215,8 +219,7 @@ def test_random_noise_draws_in_the_official_order(monkeypatch):
 
 
 def test_seeded_random_noise_is_the_official_draws_fed_block_by_block():
-    model = _randomize(_tiny())
-    ws = model.styles(torch.randn(3, LATENT), 2, mixing_prob=0)
+    model, ws = _model_and_styles(3)
     torch.manual_seed(11)
     got = model.generate(ws, 2, 1.0, noise="random")
     torch.manual_seed(11)

@@ -15,7 +15,7 @@ import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from alae_fast.ops.adain import triton as adain  # noqa: E402
+from alae_fast.ops import _triton_rows as rows  # noqa: E402
 from alae_fast.ops.blend import triton as blend  # noqa: E402
 from alae_fast.ops.noise import triton as noise  # noqa: E402
 from alae_fast.ops.style import triton as style  # noqa: E402
@@ -35,28 +35,28 @@ def compile_variant(fn, pointer_types: dict, constants: dict, label: str) -> boo
     return True
 
 
-def adain_variants(act, par, c, single, tag):
-    """AdaIN computes and keeps its chunk partials in fp64 where fp64 is full rate, else in fp32
-    (see _triton.exact_acc): both variants."""
-    for exact, name in ((tl.float32, "fp32"), (tl.float64, "fp64")):
-        if c["ACC"] == tl.float64 and exact == tl.float32:
-            continue
-        parts = {n: "*" + name for n in ("mean_ptr", "m2_ptr", "count_ptr", "sum_ptr", "part_g_ptr", "part_gc_ptr",
-                                         "part_c_ptr")}
-        flags = dict(c, ACC=exact)
-        rows = dict(flags, SINGLE=single, SPLIT_BLOCK=8)
+def row_variants(act, par, c, single, split, tag):
+    """The shared instance-norm row kernels: style_extract in acc, modulated_adain in fp32 and in
+    fp64 (its arithmetic where fp64 is full rate, see _triton.exact_acc)."""
+    accs = [(False, c["ACC"]), (True, c["ACC"]), (True, tl.float64)]
+    for modulated, acc in dict.fromkeys(accs):
+        flags = dict(c, ACC=acc, MODULATED=modulated)
+        parts = {"parts_ptr": "*fp64" if acc == tl.float64 else "*fp32"}
+        pointers = {**act("grad_y_ptr", "x_ptr", "noise_ptr", "y_ptr", "grad_x_ptr"), **parts,
+                    **par("wn_ptr", "b_ptr", "style_ptr", "stats_ptr", "row_in_ptr", "grad_style_ptr", "part_wn_ptr",
+                          "part_b_ptr")}
+        label = f"{'adain' if modulated else 'style'} {tag} acc={'fp64' if acc == tl.float64 else 'fp32'}"
         loop = {k: v for k, v in flags.items() if k != "EPS"}
-        params = par("wn_ptr", "b_ptr", "style_ptr", "stats_ptr", "grad_style_ptr", "part_wn_ptr", "part_b_ptr")
-        label = f"{tag} acc={name}"
         if not single:
-            yield adain._adain_moments_kernel, {**act("x_ptr", "noise_ptr"), **params, **parts}, loop, \
-                f"adain_moments {label}"
-            yield adain._adain_bwd_sums_kernel, {**act("grad_y_ptr", "x_ptr", "noise_ptr"), **params, **parts}, \
-                loop, f"adain_bwd_sums {label}"
-        yield adain._adain_fwd_kernel, {**act("x_ptr", "noise_ptr", "y_ptr"), **params, **parts}, rows, \
-            f"adain_fwd {label}"
-        yield adain._adain_bwd_kernel, {**act("grad_y_ptr", "x_ptr", "noise_ptr", "grad_x_ptr"), **params, **parts}, \
-            rows, f"adain_bwd {label}"
+            yield rows._moments_kernel, pointers, loop, f"moments {label}"
+            yield rows._bwd_sums_kernel, pointers, loop, f"bwd_sums {label}"
+        yield rows._fwd_kernel, pointers, dict(flags, SINGLE=single, SPLIT_BLOCK=8), f"fwd {label}"
+        yield rows._bwd_kernel, pointers, dict(flags, SPLIT_BLOCK=8), f"bwd {label}"
+    if split == 1:
+        yield style._style_bwd2_kernel, {**act("grad_y_ptr", "x_ptr", "gg_x_ptr", "g_grad_y_ptr", "g_x_ptr"),
+                                         **par("grad_stats_ptr", "b_ptr", "stats_ptr", "gg_b_ptr", "g_stats_ptr",
+                                               "part_b_ptr")}, \
+            dict(c, SINGLE=single, HAS_GGX=True, HAS_GGB=single), f"style_bwd2 {tag}"
 
 
 def variants():
@@ -75,28 +75,8 @@ def variants():
             c = dict(EPS=1e-5, SLOPE=0.2, ACC=acc, NHWC=nhwc, BLOCK=block, ROWS=4 if single else 1)
             if split is not None:
                 c["SPLIT"] = split
-            rows = dict(c, SINGLE=single, SPLIT_BLOCK=8)
-            loop = {k: v for k, v in c.items() if k != "EPS"}
             tag = f"{xt} single={single} split={split or 'n'} nhwc={nhwc}"
-            moments = par("mean_ptr", "m2_ptr", "count_ptr", "sum_ptr")
-            grad_sums = par("part_g_ptr", "part_gc_ptr", "part_c_ptr")
-            yield from adain_variants(act, par, c, single, tag)
-            if not single:
-                yield style._style_moments_kernel, {**act("x_ptr"), **par("b_ptr"), **moments}, loop, \
-                    f"style_moments {tag}"
-                yield style._style_bwd_sums_kernel, {**act("grad_y_ptr", "x_ptr"),
-                                                     **par("grad_stats_ptr", "b_ptr", "stats_ptr"), **grad_sums}, \
-                    c, f"style_bwd_sums {tag}"
-            yield style._style_fwd_kernel, {**act("x_ptr", "y_ptr"), **par("b_ptr", "stats_ptr"), **moments}, rows, \
-                f"style_fwd {tag}"
-            yield style._style_bwd_kernel, {**act("grad_y_ptr", "x_ptr", "grad_x_ptr"),
-                                            **par("grad_stats_ptr", "b_ptr", "stats_ptr", "part_b_ptr"), **grad_sums}, \
-                rows, f"style_bwd {tag}"
-            if split == 1:
-                yield style._style_bwd2_kernel, {**act("grad_y_ptr", "x_ptr", "gg_x_ptr", "g_grad_y_ptr", "g_x_ptr"),
-                                                 **par("grad_stats_ptr", "b_ptr", "stats_ptr", "gg_b_ptr",
-                                                       "g_stats_ptr", "part_b_ptr")}, \
-                    dict(c, SINGLE=single, HAS_GGX=True, HAS_GGB=single), f"style_bwd2 {tag}"
+            yield from row_variants(act, par, c, single, split, tag)
         for has_bias, activation in ((True, True), (False, False)):
             flags = dict(SLOPE=0.2, ACC=acc, HAS_BIAS=has_bias, ACT=activation, NHWC=has_bias, BLOCK=1024)
             yield noise._noise_fwd_kernel, {**act("x_ptr", "noise_ptr", "y_ptr"), **par("wn_ptr", "b_ptr")}, flags, \

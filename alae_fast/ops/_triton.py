@@ -336,13 +336,12 @@ def row_split(rows: int, hw: int, device: torch.device) -> tuple[int, int]:
     return triton.cdiv(hw, chunk), chunk
 
 
-def chunk_partials(rows: int, split: int, like: torch.Tensor, count: int,
-                   dtype: torch.dtype | None = None) -> list[torch.Tensor]:
-    """`count` [N*C, SPLIT] buffers of per-chunk partials in `dtype` (like's by default; every slot is
-    written before it is read); unsplit rows read none, so they get `like` itself as a placeholder."""
+def chunk_partials(rows: int, split: int, like: torch.Tensor, count: int, dtype: torch.dtype) -> torch.Tensor:
+    """[count, N*C, SPLIT] per-chunk partials in `dtype` (every slot is written before it is read);
+    unsplit rows read none, so they get `like` itself as a placeholder."""
     if split == 1:
-        return [like] * count
-    return [torch.empty((rows, split), dtype=dtype or like.dtype, device=like.device) for _ in range(count)]
+        return like
+    return torch.empty((count, rows, split), dtype=dtype, device=like.device)
 
 
 class RowKernel:

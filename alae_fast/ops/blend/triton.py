@@ -37,23 +37,26 @@ def _quad(p, C, W, W2, HW2, NHWC: tl.constexpr):
 
 
 @triton.jit
+def _quad_program(alpha_hi, alpha_lo, C, W, W2, HW2, numel, ACC: tl.constexpr, NHWC: tl.constexpr,
+                  BLOCK: tl.constexpr):
+    """(alpha in ACC, this program's low-res elements p [BLOCK], their mask [BLOCK], and the offsets
+    [BLOCK, 2] of the top row of their 2x2 blocks with the step to the bottom row; see _quad)."""
+    p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    top, down = _quad(p, C, W, W2, HW2, NHWC)
+    return scalar(alpha_hi, alpha_lo, ACC), p, p < numel, top, down
+
+
+@triton.jit
 def _blend_up_fwd_kernel(
     low_ptr,  # [N, C, H2, W2] x.dtype, NCHW or NHWC
     high_ptr,  # [N, C, H, W] x.dtype, low's layout
     y_ptr,  # [N, C, H, W] x.dtype, low's layout, written
     alpha_hi, alpha_lo,  # alpha split in two fp32 (see split_scalar)
-    C,  # channels
-    W,  # high-res width
-    W2,  # low-res width
-    HW2,  # low-res pixels per row
-    numel,  # N*C*H2*W2
+    C, W, W2, HW2, numel,  # channels, high-res width, low-res width, low-res pixels per row, N*C*H2*W2
     ACC: tl.constexpr, NHWC: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    alpha = scalar(alpha_hi, alpha_lo, ACC)
-    p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)  # [BLOCK]
-    mask = p < numel
+    alpha, p, mask, top, down = _quad_program(alpha_hi, alpha_lo, C, W, W2, HW2, numel, ACC, NHWC, BLOCK)
     mask2 = mask[:, None]
-    top, down = _quad(p, C, W, W2, HW2, NHWC)  # [BLOCK, 2], the bottom row at top + down
     low = tl.load(low_ptr + p, mask=mask, other=0).to(ACC)[:, None]
     for dy in tl.static_range(2):
         high = tl.load(high_ptr + top + dy * down, mask=mask2, other=0).to(ACC)
@@ -66,18 +69,11 @@ def _blend_up_bwd_kernel(
     grad_low_ptr,  # [N, C, H2, W2] x.dtype, grad_y's layout, written: (1 − alpha)·Σ_2x2 grad_y
     grad_high_ptr,  # [N, C, H, W] x.dtype, grad_y's layout, written: alpha·grad_y
     alpha_hi, alpha_lo,  # alpha split in two fp32 (see split_scalar)
-    C,  # channels
-    W,  # high-res width
-    W2,  # low-res width
-    HW2,  # low-res pixels per row
-    numel,  # N*C*H2*W2
+    C, W, W2, HW2, numel,  # channels, high-res width, low-res width, low-res pixels per row, N*C*H2*W2
     ACC: tl.constexpr, NHWC: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    alpha = scalar(alpha_hi, alpha_lo, ACC)
-    p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)  # [BLOCK]
-    mask = p < numel
+    alpha, p, mask, top, down = _quad_program(alpha_hi, alpha_lo, C, W, W2, HW2, numel, ACC, NHWC, BLOCK)
     mask2 = mask[:, None]
-    top, down = _quad(p, C, W, W2, HW2, NHWC)  # [BLOCK, 2], the bottom row at top + down
     total = tl.zeros([BLOCK], ACC)
     for dy in tl.static_range(2):
         g = tl.load(grad_y_ptr + top + dy * down, mask=mask2, other=0).to(ACC)
@@ -91,17 +87,11 @@ def _blend_real_fwd_kernel(
     x_ptr,  # [N, C, H, W] x.dtype, NCHW or NHWC
     y_ptr,  # [N, C, H, W] x.dtype, x's layout, written: alpha·x + (1 − alpha)·mean_2x2 x
     alpha_hi, alpha_lo,  # alpha split in two fp32 (see split_scalar)
-    C,  # channels
-    W,  # high-res width
-    W2,  # low-res width
-    HW2,  # low-res pixels per row
-    numel,  # N*C*H2*W2
+    C, W, W2, HW2, numel,  # channels, high-res width, low-res width, low-res pixels per row, N*C*H2*W2
     ACC: tl.constexpr, NHWC: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    alpha = scalar(alpha_hi, alpha_lo, ACC)
-    p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)  # [BLOCK]
-    mask2 = (p < numel)[:, None]
-    top, down = _quad(p, C, W, W2, HW2, NHWC)  # [BLOCK, 2], the bottom row at top + down
+    alpha, _, mask, top, down = _quad_program(alpha_hi, alpha_lo, C, W, W2, HW2, numel, ACC, NHWC, BLOCK)
+    mask2 = mask[:, None]
     x0 = tl.load(x_ptr + top, mask=mask2, other=0).to(ACC)
     x1 = tl.load(x_ptr + top + down, mask=mask2, other=0).to(ACC)
     pooled = ((1 - alpha) * 0.25 * (tl.sum(x0, 1) + tl.sum(x1, 1)))[:, None]
@@ -150,15 +140,10 @@ def _blend_down_fwd_kernel(
     y_ptr,  # [N, C, H2, W2] x.dtype, img's layout, written
     alpha_hi, alpha_lo,  # alpha split in two fp32 (see split_scalar)
     slope_hi, slope_lo,  # leaky ReLU slope split in two fp32
-    C,  # output channels
-    K,  # image channels
-    W,  # high-res width
-    W2,  # low-res width
-    HW2,  # low-res pixels per image
+    C, K, W, W2, HW2,  # output channels, image channels, high-res width, low-res width, low-res pixels per image
     ACC: tl.constexpr, NHWC: tl.constexpr, K_BLOCK: tl.constexpr, C_BLOCK: tl.constexpr, P_BLOCK: tl.constexpr,
 ):
-    alpha = scalar(alpha_hi, alpha_lo, ACC)
-    slope = scalar(slope_hi, slope_lo, ACC)
+    alpha, slope = scalar(alpha_hi, alpha_lo, ACC), scalar(slope_hi, slope_lo, ACC)
     n = tl.program_id(0)
     p = tl.program_id(1) * P_BLOCK + tl.arange(0, P_BLOCK)  # [P_BLOCK]
     p_ok = p < HW2
@@ -187,15 +172,10 @@ def _blend_down_bwd_kernel(
     part_b_ptr,  # [N*G, C] acc, zero-initialised; each program accumulates its own slice
     alpha_hi, alpha_lo,  # alpha split in two fp32 (see split_scalar)
     slope_hi, slope_lo,  # leaky ReLU slope split in two fp32
-    C,  # output channels
-    K,  # image channels
-    W,  # high-res width
-    W2,  # low-res width
-    HW2,  # low-res pixels per image
+    C, K, W, W2, HW2,  # output channels, image channels, high-res width, low-res width, low-res pixels per image
     ACC: tl.constexpr, NHWC: tl.constexpr, K_BLOCK: tl.constexpr, C_BLOCK: tl.constexpr, P_BLOCK: tl.constexpr,
 ):
-    alpha = scalar(alpha_hi, alpha_lo, ACC)
-    slope = scalar(slope_hi, slope_lo, ACC)
+    alpha, slope = scalar(alpha_hi, alpha_lo, ACC), scalar(slope_hi, slope_lo, ACC)
     n, g = tl.program_id(0), tl.program_id(1)
     G = tl.num_programs(1)
     slot = n * G + g
