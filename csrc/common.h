@@ -58,6 +58,16 @@ inline void check_index_range(const char* op, const char* name, const at::Tensor
               " elements; at most 2^31-1 are supported");
 }
 
+// x [N, C, H, W] and the noise injected into it (adain, noise): noise [N, 1, H, W] of x's dtype, scaled
+// per channel by noise_weight [C] acc.
+inline void check_noised_activation(const char* op, const at::Tensor& x, const at::Tensor& noise,
+                                    const at::Tensor& noise_weight) {
+  check_activation(op, "x", x, x.device());
+  check_index_range(op, "x", x);
+  check_tensor(op, "noise", noise, x.device(), x.scalar_type(), {x.size(0), 1, x.size(2), x.size(3)}, "[N, 1, H, W]");
+  check_tensor(op, "noise_weight", noise_weight, x.device(), acc_type_of(x), {x.size(1)}, "[C]");
+}
+
 template <typename T>
 ALAE_HOST_DEVICE T leaky(T v, T slope) { return v > T(0) ? v : v * slope; }
 

@@ -124,33 +124,47 @@ at::Tensor blend_real_fwd_cpu(const at::Tensor& x,  // [N, C, H, W]
   return y;
 }
 
-// p [K, W/2] = avgpool2(img)[n, :, h2, :] for one (n, h2) row; img [K, H, W] points at img[n, 0, 0, 0].
+// The 1x1 convolution of the pooled image that blend_down blends: per (n, h/2) row, pool then convolve.
 template <typename scalar_t, typename acc_t>
-void pool_row(const scalar_t* img, int64_t K, int64_t H, int64_t W, int64_t h2, acc_t* p) {
-  const int64_t W2 = W / 2;
-  for (int64_t k = 0; k < K; ++k) {
-    const scalar_t* r0 = img + (k * H + 2 * h2) * W;
-    const scalar_t* r1 = r0 + W;
-    acc_t* pk = p + k * W2;
-    _Pragma("omp simd")
-    for (int64_t w = 0; w < W2; ++w) {
-      pk[w] = (acc_t(r0[2 * w]) + acc_t(r0[2 * w + 1]) + acc_t(r1[2 * w]) + acc_t(r1[2 * w + 1])) * acc_t(0.25);
+struct DownConv {
+  const scalar_t* img;   // [N, K, H, W]
+  const acc_t* weight;   // [C, K]
+  const acc_t* bias;     // [C]
+  int64_t K, H, W, C;
+
+  DownConv(const at::Tensor& img_, const at::Tensor& weight_, const at::Tensor& bias_)
+      : img(img_.const_data_ptr<scalar_t>()), weight(weight_.const_data_ptr<acc_t>()),
+        bias(bias_.const_data_ptr<acc_t>()), K(img_.size(1)), H(img_.size(2)), W(img_.size(3)),
+        C(weight_.size(0)) {}
+
+  // p [K, W/2] = avgpool2(img)[n, :, h2, :].
+  void pool_row(int64_t n, int64_t h2, acc_t* p) const {
+    const int64_t W2 = W / 2;
+    for (int64_t k = 0; k < K; ++k) {
+      const scalar_t* r0 = img + ((n * K + k) * H + 2 * h2) * W;
+      const scalar_t* r1 = r0 + W;
+      acc_t* pk = p + k * W2;
+      _Pragma("omp simd")
+      for (int64_t w = 0; w < W2; ++w) {
+        pk[w] = (acc_t(r0[2 * w]) + acc_t(r0[2 * w + 1]) + acc_t(r1[2 * w]) + acc_t(r1[2 * w + 1])) * acc_t(0.25);
+      }
     }
   }
-}
 
-// pre [W/2] = bias_c + sum_k weight_c[k] * p[k, :] for one output channel; weight_c [K], p [K, W/2].
-template <typename acc_t>
-void conv1x1_row(const acc_t* weight_c, acc_t bias_c, const acc_t* p, int64_t K, int64_t W2, acc_t* pre) {
-  _Pragma("omp simd")
-  for (int64_t w = 0; w < W2; ++w) pre[w] = bias_c;
-  for (int64_t k = 0; k < K; ++k) {
-    const acc_t wk = weight_c[k];
-    const acc_t* pk = p + k * W2;
+  // pre [W/2] = bias[c] + sum_k weight[c, k] * p[k, :] for output channel c; p [K, W/2].
+  void conv_row(int64_t c, const acc_t* p, acc_t* pre) const {
+    const int64_t W2 = W / 2;
+    const acc_t bias_c = bias[c];
     _Pragma("omp simd")
-    for (int64_t w = 0; w < W2; ++w) pre[w] += wk * pk[w];
+    for (int64_t w = 0; w < W2; ++w) pre[w] = bias_c;
+    for (int64_t k = 0; k < K; ++k) {
+      const acc_t wk = weight[c * K + k];
+      const acc_t* pk = p + k * W2;
+      _Pragma("omp simd")
+      for (int64_t w = 0; w < W2; ++w) pre[w] += wk * pk[w];
+    }
   }
-}
+};
 
 at::Tensor blend_down_fwd_cpu(const at::Tensor& img,     // [N, K, H, W]
                               const at::Tensor& weight,  // [C, K] acc
@@ -158,14 +172,11 @@ at::Tensor blend_down_fwd_cpu(const at::Tensor& img,     // [N, K, H, W]
                               const at::Tensor& new_,    // [N, C, H/2, W/2]
                               double alpha, double slope) {
   check_blend_down_args("blend_down_fwd", img, weight, bias, "new", new_, alpha, slope);
-  const int64_t N = img.size(0), K = img.size(1), H = img.size(2), W = img.size(3);
-  const int64_t C = new_.size(1), H2 = H / 2, W2 = W / 2;
   auto y = at::empty_like(new_);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, img.scalar_type(), "blend_down_fwd_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* ip = img.const_data_ptr<scalar_t>();
-    const acc_t* wp = weight.const_data_ptr<acc_t>();
-    const acc_t* bp = bias.const_data_ptr<acc_t>();
+    const DownConv<scalar_t, acc_t> conv(img, weight, bias);
+    const int64_t N = img.size(0), K = conv.K, C = conv.C, H2 = conv.H / 2, W2 = conv.W / 2;
     const scalar_t* np = new_.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     // row = n * H/2 + h2: every channel of one output row.
@@ -177,9 +188,9 @@ at::Tensor blend_down_fwd_cpu(const at::Tensor& img,     // [N, K, H, W]
       acc_t *p = buf.get(), *pre = p + K * W2;
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / H2, h2 = row % H2;
-        pool_row(ip + n * K * H * W, K, H, W, h2, p);
+        conv.pool_row(n, h2, p);
         for (int64_t c = 0; c < C; ++c) {
-          conv1x1_row(wp + c * K, bp[c], p, K, W2, pre);
+          conv.conv_row(c, p, pre);
           const scalar_t* nr = np + ((n * C + c) * H2 + h2) * W2;
           scalar_t* yr = yp + ((n * C + c) * H2 + h2) * W2;
           _Pragma("omp simd")
@@ -200,18 +211,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> blend_down_bwd_cpu(
     const at::Tensor& bias,    // [C] acc
     double alpha, double slope) {
   check_blend_down_args("blend_down_bwd", img, weight, bias, "grad_y", grad_y, alpha, slope);
-  const int64_t N = img.size(0), K = img.size(1), H = img.size(2), W = img.size(3);
-  const int64_t C = grad_y.size(1), H2 = H / 2, W2 = W / 2;
   auto grad_img = at::empty_like(img);
   auto grad_new = at::empty_like(grad_y);
   auto grad_weight = at::zeros_like(weight);
   auto grad_bias = at::zeros_like(bias);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, img.scalar_type(), "blend_down_bwd_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    const DownConv<scalar_t, acc_t> conv(img, weight, bias);
+    const int64_t N = img.size(0), K = conv.K, C = conv.C, H = conv.H, W = conv.W, H2 = H / 2, W2 = W / 2;
     const scalar_t* gp = grad_y.const_data_ptr<scalar_t>();
-    const scalar_t* ip = img.const_data_ptr<scalar_t>();
-    const acc_t* wp = weight.const_data_ptr<acc_t>();
-    const acc_t* bp = bias.const_data_ptr<acc_t>();
+    const acc_t* wp = conv.weight;
     scalar_t* gip = grad_img.mutable_data_ptr<scalar_t>();
     scalar_t* gnp = grad_new.mutable_data_ptr<scalar_t>();
     // Per-(n, h2) partial sums in double, added afterwards in a fixed pairwise order: deterministic, no
@@ -227,12 +236,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> blend_down_bwd_cpu(
       acc_t *p = buf.get(), *dp = p + K * W2, *pre = dp + K * W2, *dpre = pre + W2;
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / H2, h2 = row % H2;
-        pool_row(ip + n * K * H * W, K, H, W, h2, p);
+        conv.pool_row(n, h2, p);
         std::fill(dp, dp + K * W2, acc_t(0));
         cpu::sum_t* gw = pwp + row * C * K;
         cpu::sum_t* gb = pbp + row * C;
         for (int64_t c = 0; c < C; ++c) {
-          conv1x1_row(wp + c * K, bp[c], p, K, W2, pre);
+          conv.conv_row(c, p, pre);
           const int64_t off = ((n * C + c) * H2 + h2) * W2;
           cpu::sum_t sum_dpre = 0;
           _Pragma("omp simd reduction(+ : sum_dpre)")

@@ -47,6 +47,35 @@ void test_adain() {
   expect_close(stats.slice(1, 0, C), mean.view({N, C}), 1e-12, "adain_fwd mean");
 }
 
+// The shared row-norm backward (cpu_common/row_norm.h) on rows of several chunks: adain_bwd against
+// autograd of the fp64 composite.
+void test_adain_bwd() {
+  const int64_t N = 2, C = 3, H = 20, W = 30;  // 600 values a row: 3 chunks
+  auto opts = torch::dtype(torch::kDouble);
+  auto x = torch::randn({N, C, H, W}, opts).requires_grad_(), noise = torch::randn({N, 1, H, W}, opts);
+  auto wn = torch::randn({C}, opts).requires_grad_(), b = torch::randn({C}, opts).requires_grad_();
+  auto style = torch::randn({N, 2 * C}, opts).requires_grad_();
+  auto t = torch::leaky_relu(x + wn.view({1, C, 1, 1}) * noise + b.view({1, C, 1, 1}), 0.2);
+  auto mean = t.mean({2, 3}, true);
+  auto var = (t - mean).square().mean({2, 3}, true);
+  auto y = (t - mean) * torch::rsqrt(var + 1e-8) * (1 + style.slice(1, 0, C).view({N, C, 1, 1})) +
+           style.slice(1, C).view({N, C, 1, 1});
+  auto grad_y = torch::randn_like(y);
+  auto want = torch::autograd::grad({y}, {x, wn, b, style}, {grad_y});
+  auto fwd = op("alae_fast_C::adain_fwd").typed<std::tuple<at::Tensor, at::Tensor>(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double, double)>();
+  auto bwd = op("alae_fast_C::adain_bwd").typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+      const at::Tensor&, double, double)>();
+  torch::NoGradGuard no_grad;
+  auto [y_got, stats] = fwd.call(x, noise, wn, b, style, 1e-8, 0.2);
+  auto [grad_x, grad_wn, grad_b, grad_style] = bwd.call(grad_y, x, noise, wn, b, style, stats, 1e-8, 0.2);
+  expect_close(grad_x, want[0], 1e-10, "adain_bwd grad_x fp64, 3 chunks a row");
+  expect_close(grad_wn, want[1], 1e-9, "adain_bwd grad_noise_weight");
+  expect_close(grad_b, want[2], 1e-9, "adain_bwd grad_bias");
+  expect_close(grad_style, want[3], 1e-9, "adain_bwd grad_style");
+}
+
 at::Tensor up2(const at::Tensor& t) { return t.repeat_interleave(2, 2).repeat_interleave(2, 3); }
 
 void test_style() {
@@ -173,6 +202,7 @@ void test_blend() {
 int main() {
   torch::manual_seed(0);
   test_adain();
+  test_adain_bwd();
   test_style();
   test_noise();
   test_bf16_rows();
