@@ -1,4 +1,4 @@
-"""Modulated AdaIN, the generator's layer epilogue (SPEC §7.1).
+"""Modulated AdaIN, the generator's layer epilogue.
 
 t = lrelu(x + noise_weight[c]·noise[n,0] + bias[c], 0.2)
 y = (t − mean_HW t)·rsqrt(var_HW t + 1e-8)·(1 + ys[n,c]) + yb[n,c],  style = [ys | yb].

@@ -1,4 +1,4 @@
-"""Instance-norm style extraction, the encoder's layer epilogue (SPEC §7.2).
+"""Instance-norm style extraction, the encoder's layer epilogue.
 
 t = lrelu(x + bias[c], 0.2);  y = (t − μ)·rsqrt(σ² + 1e-5);  style = [μ | σ]  (σ = sqrt(σ²), no eps).
 R1 differentiates through this twice, so it has gradients of second order.
