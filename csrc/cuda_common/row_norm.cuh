@@ -1,6 +1,9 @@
 // The instance-norm forward shared by adain and style: t = Op.act(...) per element, the row's
 // moments, then y = Op.out(t − mean, rstd) and the row statistics (mean | Op.stat(var, rstd)).
 //
+// Passes over memory: packed rows read x once (kept in registers) and write y; split and NHWC
+// rows read x for the chunk moments, then read it again and write y.
+//
 // Moments are taken of t − shift, shift = the row's first t: a row with |mean| ≫ std then keeps
 // its deviations exact, and y uses the shifted mean, not its fp32 rounding.
 //
@@ -12,6 +15,7 @@
 //   acc_t stat(acc_t var, acc_t rstd) const;   // the second statistic written to stats[:, C:]
 #pragma once
 
+#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <cuda_runtime.h>
 
@@ -130,25 +134,25 @@ __global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThrea
 }
 
 // Runs the forward of `op` on x [N, C, H, W] (NCHW or NHWC): y like x, stats [N, 2C].
-// `vectorised`: NCHW rows may be read and written 16 bytes at a time.
+// `vectorised`: NCHW rows may be read and written 16 bytes at a time. `acc_options`: the
+// accumulator dtype and device, for the split path's chunk moments.
 template <typename Op>
 void launch_row_norm(const Op& op, typename Op::scalar_t* y, typename Op::acc_t* stats, const RowPlan& plan,
-                     bool nhwc, bool vectorised, int64_t N, int64_t C, int64_t HW, const at::Tensor& partial,
+                     bool nhwc, bool vectorised, int64_t N, int64_t C, int64_t HW, const at::TensorOptions& acc_options,
                      cudaStream_t stream) {
   using scalar_t = typename Op::scalar_t;
   using acc_t = typename Op::acc_t;
   if (plan.packed) {
-    with_vec<scalar_t>(vectorised, [&](auto vec) {
-      with_packed_bucket<acc_t>(HW, [&](auto group, auto items) {
-        constexpr int kGroup = decltype(group)::value, kThreads = kPackedThreads(kGroup);
-        const unsigned blocks = unsigned((N * C + kThreads / kGroup - 1) / (kThreads / kGroup));
-        row_norm_packed_kernel<Op, decltype(vec)::value, kGroup, decltype(items)::value, kThreads>
-            <<<blocks, kThreads, 0, stream>>>(op, y, stats, int(N * C), int(C), int(HW));
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      });
+    with_packed_launch<scalar_t, acc_t>(vectorised, N * C, HW, [&](auto vec, auto group, auto items, auto threads,
+                                                                    unsigned blocks) {
+      row_norm_packed_kernel<Op, decltype(vec)::value, decltype(group)::value, decltype(items)::value,
+                             decltype(threads)::value>
+          <<<blocks, decltype(threads)::value, 0, stream>>>(op, y, stats, int(N * C), int(C), int(HW));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
     return;
   }
+  auto partial = at::empty({2, plan.splits, N * C}, acc_options);  // chunk moments (mean | m2)
   with_split_tile<scalar_t>(nhwc, vectorised, plan, N, C, [&](auto tile, dim3 grid, dim3 block) {
     using Tile = typename decltype(tile)::type;
     row_moments_kernel<Op, Tile><<<grid, block, 0, stream>>>(op, partial.mutable_data_ptr<acc_t>(), int(C),

@@ -401,6 +401,20 @@ void with_packed_bucket(int64_t HW, F&& f) {
 
 constexpr int kPackedThreads(int group) { return group < 128 ? 128 : group; }
 
+// Calls f(Int<VEC>, Int<GROUP>, Int<ITEMS>, Int<THREADS>, blocks): the template arguments and the
+// grid of a packed row kernel over `rows` rows of HW elements (VEC: the 16-byte width when
+// `vectorised`, else 1; THREADS / GROUP rows per block).
+template <typename scalar_t, typename acc_t, typename F>
+void with_packed_launch(bool vectorised, int64_t rows, int64_t HW, F&& f) {
+  with_vec<scalar_t>(vectorised, [&](auto vec) {
+    with_packed_bucket<acc_t>(HW, [&](auto group, auto items) {
+      constexpr int kGroup = decltype(group)::value, kThreads = kPackedThreads(kGroup);
+      constexpr int kRowsPerBlock = kThreads / kGroup;
+      f(vec, group, items, Int<kThreads>{}, unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock));
+    });
+  });
+}
+
 // Threads of the NCHW split kernels.
 constexpr int kSplitThreads = 256;
 
