@@ -157,6 +157,21 @@ __device__ __forceinline__ acc_t from_rgb(const acc_t* __restrict__ weight, cons
   return pre;
 }
 
+// Calls f(n, hw2, h2, w2, pooled) for each low-resolution pixel hw2 = h2·(W/2) + w2 of sample n
+// (grid-stride over N·(H/2)·(W/2) pixels), with pooled = avgpool2 of its K image channels.
+template <typename scalar_t, typename F>
+__device__ __forceinline__ void for_each_pooled_pixel(const scalar_t* __restrict__ img,  // [N, K, H, W]
+                                                      int64_t pixels, int K, int H, int W, F&& f) {
+  const int H2 = H / 2, W2 = W / 2;
+  for (int64_t v = int64_t(blockIdx.x) * kThreads + threadIdx.x; v < pixels; v += int64_t(gridDim.x) * kThreads) {
+    const int64_t n = v / (int64_t(H2) * W2);
+    const int hw2 = int(v - n * H2 * W2), h2 = hw2 / W2, w2 = hw2 % W2;
+    at::opmath_type<scalar_t> pooled[kMaxImgChannels];
+    pool_pixel(img, n, h2, w2, K, H, W, pooled);
+    f(n, hw2, h2, w2, pooled);
+  }
+}
+
 // One thread per low-resolution pixel: pools img once, then walks the C output channels.
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads) blend_down_fwd_kernel(
@@ -167,17 +182,14 @@ __global__ void __launch_bounds__(kThreads) blend_down_fwd_kernel(
     scalar_t* __restrict__ y,                             // [N, C, H/2, W/2]
     int64_t pixels, int C, int K, int H, int W, at::opmath_type<scalar_t> alpha, at::opmath_type<scalar_t> slope) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int H2 = H / 2, W2 = W / 2;
-  for (int64_t v = int64_t(blockIdx.x) * kThreads + threadIdx.x; v < pixels; v += int64_t(gridDim.x) * kThreads) {
-    const int64_t n = v / (int64_t(H2) * W2);
-    const int hw2 = int(v - n * H2 * W2), h2 = hw2 / W2, w2 = hw2 % W2;
-    acc_t pooled[kMaxImgChannels];
-    pool_pixel(img, n, h2, w2, K, H, W, pooled);
+  const int64_t plane = int64_t(H / 2) * (W / 2);  // low pixels per channel
+  for_each_pooled_pixel(img, pixels, K, H, W, [&](int64_t n, int hw2, int, int,
+                                                  const acc_t (&pooled)[kMaxImgChannels]) {
     for (int c = 0; c < C; ++c) {
-      const int64_t o = (n * C + c) * H2 * W2 + hw2;
+      const int64_t o = (n * C + c) * plane + hw2;
       y[o] = scalar_t(blend_lerp(leaky(from_rgb(weight, bias, c, K, pooled), slope), acc_t(new_[o]), alpha));
     }
-  }
+  });
 }
 
 // Backward, per low-resolution pixel: grad_new = alpha*g and grad_img (sum over c of W[c,k]*dpre / 4).
@@ -191,14 +203,12 @@ __global__ void __launch_bounds__(kThreads) blend_down_bwd_pixel_kernel(
     scalar_t* __restrict__ grad_new,                      // [N, C, H/2, W/2]
     int64_t pixels, int C, int K, int H, int W, at::opmath_type<scalar_t> alpha, at::opmath_type<scalar_t> slope) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int H2 = H / 2, W2 = W / 2;
-  for (int64_t v = int64_t(blockIdx.x) * kThreads + threadIdx.x; v < pixels; v += int64_t(gridDim.x) * kThreads) {
-    const int64_t n = v / (int64_t(H2) * W2);
-    const int hw2 = int(v - n * H2 * W2), h2 = hw2 / W2, w2 = hw2 % W2;
-    acc_t pooled[kMaxImgChannels], g_pooled[kMaxImgChannels] = {};
-    pool_pixel(img, n, h2, w2, K, H, W, pooled);
+  const int64_t plane = int64_t(H / 2) * (W / 2);  // low pixels per channel
+  for_each_pooled_pixel(img, pixels, K, H, W, [&](int64_t n, int hw2, int h2, int w2,
+                                                  const acc_t (&pooled)[kMaxImgChannels]) {
+    acc_t g_pooled[kMaxImgChannels] = {};
     for (int c = 0; c < C; ++c) {
-      const int64_t o = (n * C + c) * H2 * W2 + hw2;
+      const int64_t o = (n * C + c) * plane + hw2;
       const acc_t g = acc_t(grad_y[o]);
       grad_new[o] = scalar_t(alpha * g);
       const acc_t dpre = (acc_t(1) - alpha) * g * leaky_grad(from_rgb(weight, bias, c, K, pooled), slope);
@@ -218,7 +228,7 @@ __global__ void __launch_bounds__(kThreads) blend_down_bwd_pixel_kernel(
         r0[W + 1] = q;
       }
     }
-  }
+  });
 }
 
 // Backward, one block per (n, c) row: partial sums over the row of dpre (bias) and dpre*pooled[k] (weight).
