@@ -226,6 +226,15 @@ def test_nhwc_parity(name, shape, dtype):
     check_parity(case, _channels_last(_make(case, shape, dtype)), "cuda")
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", ROW_OPS)
+def test_nhwc_split_rows(name, dtype, split_rows):
+    """NHWC rows forced into chunks of 256 elements (576 = 256 + 256 + 64) with a partial 32-channel
+    tile, in every dtype: the NHWC tiles of both forward kernels and of both backward kernels."""
+    case = CASES[name]
+    check_parity(case, _channels_last(_make(case, (2, 35, 24, 24), dtype)), "cuda")
+
+
 @pytest.mark.parametrize("name", ROW_OPS)
 def test_nhwc_no_copy(name):
     """A channels_last x gives a channels_last y and gradient, and nothing is copied on the way."""
