@@ -66,6 +66,20 @@ __global__ void __launch_bounds__(kThreads) blend_up_fwd_kernel(const scalar_t* 
   }
 }
 
+// Calls f(j, top, bottom) for each group of P consecutive low-resolution pixels (grid-stride over
+// `groups`): j = the group's first low pixel over N*C*H/2 rows of W/2; top, bottom = the index in
+// the full-resolution [N*C*H, W] tensor of the first element of its 2x2 blocks' upper and lower rows.
+template <int P, typename F>
+__device__ __forceinline__ void for_each_block_group(int64_t groups, int W, F&& f) {
+  const int W2 = W / 2;
+  for (int64_t v = int64_t(blockIdx.x) * kThreads + threadIdx.x; v < groups; v += int64_t(gridDim.x) * kThreads) {
+    const int64_t j = v * P, r = j / W2;  // first low pixel, its low row
+    const int w2 = int(j - r * W2);
+    const int64_t top = 2 * r * W + 2 * w2;
+    f(j, top, top + W);
+  }
+}
+
 // Both ops read the 2x2 blocks of P consecutive low-resolution pixels: rows 2*r and 2*r + 1 of the
 // full-resolution tensor, 2P elements each, where r runs over N*C*H/2.
 // blend_up_bwd: grad_high = alpha*g; grad_low = (1-alpha)*sum of the 2x2 block of g.
@@ -76,11 +90,7 @@ __global__ void __launch_bounds__(kThreads) blend_up_bwd_kernel(const scalar_t* 
                                                                 int64_t groups, int W,
                                                                 at::opmath_type<scalar_t> alpha) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int W2 = W / 2;
-  for (int64_t v = int64_t(blockIdx.x) * kThreads + threadIdx.x; v < groups; v += int64_t(gridDim.x) * kThreads) {
-    const int64_t j = v * P, r = j / W2;  // first low pixel, its low row
-    const int w2 = int(j - r * W2);
-    const int64_t top = 2 * r * W + 2 * w2, bottom = top + W;
+  for_each_block_group<P>(groups, W, [&](int64_t j, int64_t top, int64_t bottom) {
     const auto g0 = load<2 * P, VECTORISED>(grad_y + top), g1 = load<2 * P, VECTORISED>(grad_y + bottom);
     Vec<scalar_t, 2 * P> h0, h1;
     Vec<scalar_t, P> l;
@@ -97,7 +107,7 @@ __global__ void __launch_bounds__(kThreads) blend_up_bwd_kernel(const scalar_t* 
     store<2 * P, VECTORISED>(grad_high + top, h0);
     store<2 * P, VECTORISED>(grad_high + bottom, h1);
     store<P, false>(grad_low + j, l);
-  }
+  });
 }
 
 // blend_real: y = alpha*x + (1-alpha)*mean of the 2x2 block of x.
@@ -107,11 +117,7 @@ __global__ void __launch_bounds__(kThreads) blend_real_fwd_kernel(const scalar_t
                                                                   int64_t groups, int W,
                                                                   at::opmath_type<scalar_t> alpha) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int W2 = W / 2;
-  for (int64_t v = int64_t(blockIdx.x) * kThreads + threadIdx.x; v < groups; v += int64_t(gridDim.x) * kThreads) {
-    const int64_t j = v * P, r = j / W2;
-    const int w2 = int(j - r * W2);
-    const int64_t top = 2 * r * W + 2 * w2, bottom = top + W;
+  for_each_block_group<P>(groups, W, [&](int64_t, int64_t top, int64_t bottom) {
     const auto x0 = load<2 * P, VECTORISED>(x + top), x1 = load<2 * P, VECTORISED>(x + bottom);
     Vec<scalar_t, 2 * P> y0, y1;
 #pragma unroll
@@ -126,7 +132,7 @@ __global__ void __launch_bounds__(kThreads) blend_real_fwd_kernel(const scalar_t
     }
     store<2 * P, VECTORISED>(y + top, y0);
     store<2 * P, VECTORISED>(y + bottom, y1);
-  }
+  });
 }
 
 // avgpool2 of the K <= kMaxImgChannels image channels at low pixel (h2, w2) of sample n.

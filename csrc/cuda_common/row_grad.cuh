@@ -53,19 +53,16 @@ __global__ void __launch_bounds__(THREADS, packed_grad_min_blocks(THREADS)) row_
     int rows, int C, int HW) {
   using acc_t = typename Op::acc_t;
   constexpr int NV = ITEMS / VEC;  // vectors per lane
-  const int lane = threadIdx.x % GROUP, row = blockIdx.x * (THREADS / GROUP) + threadIdx.x / GROUP;
-  const bool in_range = row < rows;
-  const int hw = in_range ? HW : 0, n = in_range ? row / C : 0, c = in_range ? row % C : 0;
-  const int64_t base = int64_t(row) * HW, pixel_base = int64_t(n) * HW;
-  typename Op::Row r = op.row(n, c);
+  const PackedLane<GROUP, THREADS> pos(rows, C, HW);
+  typename Op::Row r = op.row(pos.n, pos.c);
   acc_t pre[ITEMS], g[ITEMS];
   acc_t s[3] = {acc_t(0), acc_t(0), acc_t(0)};  // Σ g, Σ g·u, Σ u
 #pragma unroll
   for (int j = 0; j < NV; ++j) {
-    const int p = (j * GROUP + lane) * VEC;
-    if (p < hw) {
+    const int p = (j * GROUP + pos.lane) * VEC;
+    if (p < pos.hw) {
       acc_t gv[VEC], pv[VEC];
-      op.template load<VEC>(r, base + p, pixel_base + p, gv, pv);
+      op.template load<VEC>(r, pos.base + p, pos.pixel_base + p, gv, pv);
 #pragma unroll
       for (int k = 0; k < VEC; ++k) {
         g[j * VEC + k] = gv[k];
@@ -76,21 +73,21 @@ __global__ void __launch_bounds__(THREADS, packed_grad_min_blocks(THREADS)) row_
   }
   sum_group<GROUP>(s);
   r.set_sums(s, HW);
-  if (in_range && lane == 0) op.store_row(r, s, n, c);  // now, so that s is not live in the loop below
+  if (pos.in_range && pos.lane == 0) op.store_row(r, s, pos.n, pos.c);  // now, so that s is not live in the loop below
   acc_t q[Op::kParams] = {};
 #pragma unroll
   for (int j = 0; j < NV; ++j) {
-    const int p = (j * GROUP + lane) * VEC;
-    if (p < hw) {
+    const int p = (j * GROUP + pos.lane) * VEC;
+    if (p < pos.hw) {
       acc_t out[VEC];
 #pragma unroll
       for (int k = 0; k < VEC; ++k) out[k] = r.dpre(pre[j * VEC + k], g[j * VEC + k]);
-      store_acc<VEC>(grad_x, base + p, out);
-      op.template add_params<VEC>(r, pixel_base + p, out, q);
+      store_acc<VEC>(grad_x, pos.base + p, out);
+      op.template add_params<VEC>(r, pos.pixel_base + p, out, q);
     }
   }
   sum_group<GROUP>(q);
-  if (in_range && lane == 0) store_chunk_sums(partial_params, rows, 1, 0, row, q);
+  if (pos.in_range && pos.lane == 0) store_chunk_sums(partial_params, rows, 1, 0, pos.row, q);
 }
 
 // Split rows, pass 1: the chunk sums (Σ g | Σ g·u | Σ u) of one chunk.

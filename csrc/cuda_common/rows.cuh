@@ -401,6 +401,26 @@ void with_packed_bucket(int64_t HW, F&& f) {
 
 constexpr int kPackedThreads(int group) { return group < 128 ? 128 : group; }
 
+// A thread's place in a packed row kernel: GROUP lanes per row, THREADS / GROUP rows per block.
+// Rows past `rows` get n = c = 0 and no elements (hw = 0), so that their lanes still join the
+// row's shuffles.
+template <int GROUP, int THREADS>
+struct PackedLane {
+  int lane, row, n, c, hw;
+  bool in_range;
+  int64_t base, pixel_base;  // the row's first element in [N*C, HW], its sample's in [N, HW]
+  __device__ __forceinline__ PackedLane(int rows, int C, int HW) {
+    lane = threadIdx.x % GROUP;
+    row = blockIdx.x * (THREADS / GROUP) + threadIdx.x / GROUP;
+    in_range = row < rows;
+    hw = in_range ? HW : 0;
+    n = in_range ? row / C : 0;
+    c = in_range ? row % C : 0;
+    base = int64_t(row) * HW;
+    pixel_base = int64_t(n) * HW;
+  }
+};
+
 // Calls f(Int<VEC>, Int<GROUP>, Int<ITEMS>, Int<THREADS>, blocks): the template arguments and the
 // grid of a packed row kernel over `rows` rows of HW elements (VEC: the 16-byte width when
 // `vectorised`, else 1; THREADS / GROUP rows per block).
