@@ -5,7 +5,9 @@
 // chunks and N at the end, no atomics).
 //
 // Passes over memory: packed rows read g and x once (kept in registers) and write grad_x; split
-// and NHWC rows read g and x for the chunk sums, then read them again and write grad_x.
+// and NHWC rows read g and x for the chunk sums, then read them again and write grad_x: one
+// kernel when the row is one chunk (the second read closely follows the first, mostly from L2),
+// two otherwise.
 //
 // A GradOp is a small struct passed by value to the kernels:
 //   using scalar_t, acc_t;  static constexpr int kParams;  Row (below);
@@ -90,17 +92,14 @@ __global__ void __launch_bounds__(THREADS, packed_grad_min_blocks(THREADS)) row_
   if (pos.in_range && pos.lane == 0) store_chunk_sums(partial_params, rows, 1, 0, pos.row, q);
 }
 
-// Split rows, pass 1: the chunk sums (Σ g | Σ g·u | Σ u) of one chunk.
+// The sums (Σ g | Σ g·u | Σ u) over the tile's chunk, summed over the block: every thread of the
+// block gets them (all threads must call it; inactive NHWC lanes bring no elements).
 template <typename Op, typename Tile>
-__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) row_grad_sums_kernel(
-    Op op,
-    typename Op::acc_t* __restrict__ partial_sums,  // [3, splits, N*C]
-    int C, int HW, int chunk) {
+__device__ __forceinline__ void chunk_grad_sums(const Op& op, const Tile& tile, const typename Op::Row& r,
+                                                typename Op::acc_t (&s)[3]) {
   using acc_t = typename Op::acc_t;
   constexpr int VEC = Tile::kVec;
-  const Tile tile(C, HW, chunk);
-  const typename Op::Row r = op.row(tile.n, tile.active() ? tile.c : 0);
-  acc_t s[3] = {acc_t(0), acc_t(0), acc_t(0)};
+  s[0] = s[1] = s[2] = acc_t(0);
   tile.for_each([&](int p) {
     acc_t g[VEC], pre[VEC];
     op.template load<VEC>(r, tile.x_at(p), tile.pixel_at(p), g, pre);
@@ -108,24 +107,18 @@ __global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThrea
     for (int k = 0; k < VEC; ++k) add_grad_sums(s, g[k], r.centred(pre[k]));
   });
   tile.sum(s);
-  if (tile.writes_row()) store_chunk_sums(partial_sums, tile.rows, tile.splits, tile.split, tile.row, s);
 }
 
-// Split rows, pass 2: the row's chunk sums added in chunk order (chunk 0 writes the per-row
-// outputs), then grad_x of one chunk and its parameter partials.
+// From the row sums s: chunk 0 writes the per-row outputs, then grad_x of the tile's chunk and
+// its parameter partials, summed over the block and written by the row's writer. All threads
+// must call it.
 template <typename Op, typename Tile>
-__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) row_grad_apply_kernel(
-    Op op,
-    const typename Op::acc_t* __restrict__ partial_sums,  // [3, splits, N*C] (Σ g | Σ g·u | Σ u)
-    typename Op::scalar_t* __restrict__ grad_x,          // like x (NCHW or NHWC)
-    typename Op::acc_t* __restrict__ partial_params,     // [kParams, splits, N*C]
-    int C, int HW, int chunk) {
+__device__ __forceinline__ void grad_chunk(const Op& op, const Tile& tile, typename Op::Row& r,
+                                           const typename Op::acc_t (&s)[3], int HW,
+                                           typename Op::scalar_t* __restrict__ grad_x,       // like x
+                                           typename Op::acc_t* __restrict__ partial_params) {  // [kParams, splits, N*C]
   using acc_t = typename Op::acc_t;
   constexpr int VEC = Tile::kVec;
-  const Tile tile(C, HW, chunk);
-  typename Op::Row r = op.row(tile.n, tile.active() ? tile.c : 0);
-  acc_t s[3];
-  row_sums(partial_sums, tile.rows, tile.splits, tile.row, s);
   r.set_sums(s, HW);
   if (tile.split == 0 && tile.writes_row()) op.store_row(r, s, tile.n, tile.c);
   acc_t q[Op::kParams] = {};
@@ -139,6 +132,52 @@ __global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThrea
   });
   tile.sum(q);
   if (tile.writes_row()) store_chunk_sums(partial_params, tile.rows, tile.splits, tile.split, tile.row, q);
+}
+
+// Rows in one chunk (splits == 1): the block's row sums, then grad_x, in one kernel; the second
+// read of g and x follows the first closely (mostly from L2).
+template <typename Op, typename Tile>
+__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) row_grad_single_kernel(
+    Op op,
+    typename Op::scalar_t* __restrict__ grad_x,        // like x (NCHW or NHWC)
+    typename Op::acc_t* __restrict__ partial_params,  // [kParams, 1, N*C]
+    int C, int HW) {
+  using acc_t = typename Op::acc_t;
+  const Tile tile(C, HW, HW);
+  typename Op::Row r = op.row(tile.n, tile.active() ? tile.c : 0);
+  acc_t s[3];
+  chunk_grad_sums(op, tile, r, s);
+  grad_chunk(op, tile, r, s, HW, grad_x, partial_params);
+}
+
+// Split rows, pass 1: the chunk sums (Σ g | Σ g·u | Σ u) of one chunk.
+template <typename Op, typename Tile>
+__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) row_grad_sums_kernel(
+    Op op,
+    typename Op::acc_t* __restrict__ partial_sums,  // [3, splits, N*C]
+    int C, int HW, int chunk) {
+  using acc_t = typename Op::acc_t;
+  const Tile tile(C, HW, chunk);
+  const typename Op::Row r = op.row(tile.n, tile.active() ? tile.c : 0);
+  acc_t s[3];
+  chunk_grad_sums(op, tile, r, s);
+  if (tile.writes_row()) store_chunk_sums(partial_sums, tile.rows, tile.splits, tile.split, tile.row, s);
+}
+
+// Split rows, pass 2: the row's chunk sums added in chunk order, then grad_chunk.
+template <typename Op, typename Tile>
+__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) row_grad_apply_kernel(
+    Op op,
+    const typename Op::acc_t* __restrict__ partial_sums,  // [3, splits, N*C] (Σ g | Σ g·u | Σ u)
+    typename Op::scalar_t* __restrict__ grad_x,          // like x (NCHW or NHWC)
+    typename Op::acc_t* __restrict__ partial_params,     // [kParams, splits, N*C]
+    int C, int HW, int chunk) {
+  using acc_t = typename Op::acc_t;
+  const Tile tile(C, HW, chunk);
+  typename Op::Row r = op.row(tile.n, tile.active() ? tile.c : 0);
+  acc_t s[3];
+  row_sums(partial_sums, tile.rows, tile.splits, tile.row, s);
+  grad_chunk(op, tile, r, s, HW, grad_x, partial_params);
 }
 
 // Runs the backward of `op` on rows of x [N, C, H, W] (NCHW or NHWC, as planned by plan_rows):
@@ -163,9 +202,16 @@ void launch_row_grad(const Op& op, typename Op::scalar_t* grad_x,
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   } else {
-    auto partial_sums = at::empty({3, plan.splits, N * C}, acc_options);
     with_split_tile<scalar_t>(nhwc, vectorised, plan, N, C, [&](auto tile, dim3 grid, dim3 block) {
       using Tile = typename decltype(tile)::type;
+      if (plan.splits == 1) {
+        row_grad_single_kernel<Op, Tile><<<grid, block, 0, stream>>>(op, grad_x,
+                                                                     partial_params.mutable_data_ptr<acc_t>(), int(C),
+                                                                     int(HW));
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        return;
+      }
+      const at::Tensor partial_sums = at::empty({3, plan.splits, N * C}, acc_options);
       row_grad_sums_kernel<Op, Tile><<<grid, block, 0, stream>>>(op, partial_sums.mutable_data_ptr<acc_t>(), int(C),
                                                                  int(HW), plan.chunk);
       C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -2,7 +2,8 @@
 // moments, then y = Op.out(t − mean, rstd) and the row statistics (mean | Op.stat(var, rstd)).
 //
 // Passes over memory: packed rows read x once (kept in registers) and write y; split and NHWC
-// rows read x for the chunk moments, then read it again and write y.
+// rows read x for the chunk moments, then read it again and write y: one kernel when the row
+// is one chunk (the second read closely follows the first, mostly from L2), two otherwise.
 //
 // Moments are taken of t − shift, shift = the row's first t: a row with |mean| ≫ std then keeps
 // its deviations exact, and y uses the shifted mean, not its fp32 rounding.
@@ -78,18 +79,15 @@ __global__ void __launch_bounds__(THREADS, min_blocks_per_sm(THREADS)) row_norm_
   }
 }
 
-// Split rows, pass 1: the moments of one chunk of t.
+// The moments of t − shift over the tile's chunk, merged over the block: every thread of the
+// block gets them (all threads must call it; inactive NHWC lanes bring no elements).
 template <typename Op, typename Tile>
-__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) row_moments_kernel(
-    Op op,
-    typename Op::acc_t* __restrict__ partial,  // [2, splits, N*C] (mean | m2)
-    int C, int HW, int chunk) {
+__device__ __forceinline__ Moments<typename Op::acc_t> chunk_moments(const Op& op, const Tile& tile,
+                                                                     const typename Op::Row& r,
+                                                                     typename Op::acc_t shift) {
   using acc_t = typename Op::acc_t;
   constexpr int VEC = Tile::kVec;
-  const Tile tile(C, HW, chunk);
-  const typename Op::Row r = op.row(tile.n, tile.active() ? tile.c : 0);
-  const acc_t shift = tile.active() ? row_shift(op, r, tile.x_at(0), tile.pixel_at(0)) : acc_t(0);
-  Moments<acc_t> m{acc_t(0), acc_t(0), acc_t(0)};  // of t − shift
+  Moments<acc_t> m{acc_t(0), acc_t(0), acc_t(0)};
   tile.for_each([&](int p) {
     acc_t t[VEC];
     op.template act<VEC>(r, tile.x_at(p), tile.pixel_at(p), t);
@@ -97,25 +95,19 @@ __global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThrea
     for (int k = 0; k < VEC; ++k) t[k] -= shift;
     m = merge(m, moments_of(t, VEC));
   });
-  m = tile.merge(m);
-  if (tile.writes_row()) store_chunk_moments(partial, tile.rows, tile.splits, tile.split, tile.row, m);
+  return tile.merge(m);
 }
 
-// Split rows, pass 2: merge the row's chunk moments in order, then normalise one chunk.
+// y = Op.out(t − shift − m.mean, rstd) over the tile's chunk, from the row's moments m of
+// t − shift; chunk 0 writes the row's statistics. Active threads only.
 template <typename Op, typename Tile>
-__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) row_norm_apply_kernel(
-    Op op,
-    const typename Op::acc_t* __restrict__ partial,  // [2, splits, N*C] (mean | m2)
-    typename Op::scalar_t* __restrict__ y,           // like x (NCHW or NHWC)
-    typename Op::acc_t* __restrict__ stats,          // [N, 2C] (mean | Op.stat)
-    int C, int HW, int chunk) {
+__device__ __forceinline__ void normalise_chunk(const Op& op, const Tile& tile, const typename Op::Row& r,
+                                                typename Op::acc_t shift, const Moments<typename Op::acc_t>& m,
+                                                typename Op::scalar_t* __restrict__ y,  // like x
+                                                typename Op::acc_t* __restrict__ stats,  // [N, 2C]
+                                                int C) {
   using acc_t = typename Op::acc_t;
   constexpr int VEC = Tile::kVec;
-  const Tile tile(C, HW, chunk);
-  if (!tile.active()) return;
-  const typename Op::Row r = op.row(tile.n, tile.c);
-  const acc_t shift = row_shift(op, r, tile.x_at(0), tile.pixel_at(0));
-  const Moments<acc_t> m = row_moments(partial, tile.rows, tile.splits, tile.row, chunk, HW);  // of t − shift
   const acc_t var = variance_of(m), rstd = rsqrt(var + op.eps);
   tile.for_each([&](int p) {
     acc_t t[VEC];
@@ -128,6 +120,54 @@ __global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThrea
     stats[int64_t(tile.n) * 2 * C + tile.c] = shift + m.mean;
     stats[int64_t(tile.n) * 2 * C + C + tile.c] = op.stat(var, rstd);
   }
+}
+
+// Rows in one chunk (splits == 1): the block's moments, then the normalisation, in one kernel;
+// the second read of the chunk follows the first closely (mostly from L2).
+template <typename Op, typename Tile>
+__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) row_norm_single_kernel(
+    Op op,
+    typename Op::scalar_t* __restrict__ y,   // like x (NCHW or NHWC)
+    typename Op::acc_t* __restrict__ stats,  // [N, 2C] (mean | Op.stat)
+    int C, int HW) {
+  using acc_t = typename Op::acc_t;
+  const Tile tile(C, HW, HW);
+  const typename Op::Row r = op.row(tile.n, tile.active() ? tile.c : 0);
+  const acc_t shift = tile.active() ? row_shift(op, r, tile.x_at(0), tile.pixel_at(0)) : acc_t(0);
+  const Moments<acc_t> m = chunk_moments(op, tile, r, shift);  // of t − shift, the whole row
+  if (!tile.active()) return;
+  normalise_chunk(op, tile, r, shift, m, y, stats, C);
+}
+
+// Split rows, pass 1: the moments of one chunk of t − shift.
+template <typename Op, typename Tile>
+__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) row_moments_kernel(
+    Op op,
+    typename Op::acc_t* __restrict__ partial,  // [2, splits, N*C] (mean | m2)
+    int C, int HW, int chunk) {
+  using acc_t = typename Op::acc_t;
+  const Tile tile(C, HW, chunk);
+  const typename Op::Row r = op.row(tile.n, tile.active() ? tile.c : 0);
+  const acc_t shift = tile.active() ? row_shift(op, r, tile.x_at(0), tile.pixel_at(0)) : acc_t(0);
+  const Moments<acc_t> m = chunk_moments(op, tile, r, shift);
+  if (tile.writes_row()) store_chunk_moments(partial, tile.rows, tile.splits, tile.split, tile.row, m);
+}
+
+// Split rows, pass 2: merge the row's chunk moments in order, then normalise one chunk.
+template <typename Op, typename Tile>
+__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) row_norm_apply_kernel(
+    Op op,
+    const typename Op::acc_t* __restrict__ partial,  // [2, splits, N*C] (mean | m2)
+    typename Op::scalar_t* __restrict__ y,           // like x (NCHW or NHWC)
+    typename Op::acc_t* __restrict__ stats,          // [N, 2C] (mean | Op.stat)
+    int C, int HW, int chunk) {
+  using acc_t = typename Op::acc_t;
+  const Tile tile(C, HW, chunk);
+  if (!tile.active()) return;
+  const typename Op::Row r = op.row(tile.n, tile.c);
+  const acc_t shift = row_shift(op, r, tile.x_at(0), tile.pixel_at(0));
+  const Moments<acc_t> m = row_moments(partial, tile.rows, tile.splits, tile.row, chunk, HW);  // of t − shift
+  normalise_chunk(op, tile, r, shift, m, y, stats, C);
 }
 
 // Runs the forward of `op` on x [N, C, H, W] (NCHW or NHWC): y like x, stats [N, 2C].
@@ -149,9 +189,14 @@ void launch_row_norm(const Op& op, typename Op::scalar_t* y, typename Op::acc_t*
     });
     return;
   }
-  auto partial = at::empty({2, plan.splits, N * C}, acc_options);  // chunk moments (mean | m2)
   with_split_tile<scalar_t>(nhwc, vectorised, plan, N, C, [&](auto tile, dim3 grid, dim3 block) {
     using Tile = typename decltype(tile)::type;
+    if (plan.splits == 1) {
+      row_norm_single_kernel<Op, Tile><<<grid, block, 0, stream>>>(op, y, stats, int(C), int(HW));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
+    const at::Tensor partial = at::empty({2, plan.splits, N * C}, acc_options);  // chunk moments (mean | m2)
     row_moments_kernel<Op, Tile><<<grid, block, 0, stream>>>(op, partial.mutable_data_ptr<acc_t>(), int(C),
                                                              int(HW), plan.chunk);
     C10_CUDA_KERNEL_LAUNCH_CHECK();

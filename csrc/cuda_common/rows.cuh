@@ -5,7 +5,8 @@
 //     block when GROUP < 128. One read of the input.
 //   * split rows (NCHW): a row is cut into `splits` chunks of `chunk` elements, one block each.
 //     A first kernel writes each chunk's moments (or sums); the next one combines a row's
-//     partials in chunk order (deterministic, no atomics) and applies them.
+//     partials in chunk order (deterministic, no atomics) and applies them. A row of one chunk
+//     (splits == 1) runs both steps in one kernel, its block's own merge in place of the partials.
 //   * NHWC: the same split kernels on a tile of 32 channels × 8 pixel lanes, so that a warp reads
 //     32 consecutive channels of one pixel; rows are strided by C and never copied.
 // Statistics are (count, mean, M2) triples of t minus the row's first value (row_norm.cuh):

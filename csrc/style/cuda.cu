@@ -3,7 +3,9 @@
 // Passes over memory (full reads or writes of an x-sized tensor):
 //   packed rows (NCHW, HW <= 4096; 1024 in fp64), one kernel each way, the row in registers:
 //     forward  1 pass: read x, write y;   backward 1 pass: read g, x, write grad_x.
-//   split rows (longer NCHW rows, chunks of one block each) and NHWC rows, two kernels each way:
+//   split rows (longer NCHW rows, chunks of one block each) and NHWC rows, two kernels each way
+//   (one when the row is a single chunk: its second read then closely follows the first, mostly
+//   from L2):
 //     forward  chunk moments (read x), then fixed-order merge + normalise (read x, write y);
 //     backward chunk sums of g, g·cen, cen (read g, x), then grad_x (read g, x, write grad_x).
 //   then grad_bias: a fixed-order sum of [splits·N, C] partials (no x-sized data).
