@@ -356,7 +356,13 @@ at::Tensor blend_real_fwd_cuda(const at::Tensor& x,  // [N, C, H, W]
   return y;
 }
 
-void check_img_channels(const char* op, const at::Tensor& img) {
+// Both blend_down entry points: img on CUDA, the shared checks of blend.h (`other`: new or
+// grad_y, [N, C, H/2, W/2]), and at most kMaxImgChannels image channels.
+void check_blend_down_cuda_args(const char* op, const at::Tensor& img, const at::Tensor& weight,
+                                const at::Tensor& bias, const char* other_name, const at::Tensor& other, double alpha,
+                                double slope) {
+  check_on_cuda(op, "img", img);
+  check_blend_down_args(op, img, weight, bias, other_name, other, alpha, slope);
   TORCH_CHECK(img.size(1) <= kMaxImgChannels, op, ": argument 'img' has K = ", img.size(1),
               " channels; the CUDA kernel supports at most ", kMaxImgChannels, " (use impl='ref' or 'triton')");
 }
@@ -366,9 +372,7 @@ at::Tensor blend_down_fwd_cuda(const at::Tensor& img,     // [N, K, H, W]
                                const at::Tensor& bias,    // [C] acc
                                const at::Tensor& new_,    // [N, C, H/2, W/2]
                                double alpha, double slope) {
-  check_on_cuda("blend_down_fwd", "img", img);
-  check_blend_down_args("blend_down_fwd", img, weight, bias, "new", new_, alpha, slope);
-  check_img_channels("blend_down_fwd", img);
+  check_blend_down_cuda_args("blend_down_fwd", img, weight, bias, "new", new_, alpha, slope);
   const c10::cuda::CUDAGuard guard(img.device());
   const int64_t N = img.size(0), K = img.size(1), H = img.size(2), W = img.size(3), C = new_.size(1);
   auto y = at::empty_like(new_);
@@ -392,9 +396,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> blend_down_bwd_cuda(
     const at::Tensor& weight,  // [C, K] acc
     const at::Tensor& bias,    // [C] acc
     double alpha, double slope) {
-  check_on_cuda("blend_down_bwd", "img", img);
-  check_blend_down_args("blend_down_bwd", img, weight, bias, "grad_y", grad_y, alpha, slope);
-  check_img_channels("blend_down_bwd", img);
+  check_blend_down_cuda_args("blend_down_bwd", img, weight, bias, "grad_y", grad_y, alpha, slope);
   const c10::cuda::CUDAGuard guard(img.device());
   const int64_t N = img.size(0), K = img.size(1), H = img.size(2), W = img.size(3), C = grad_y.size(1);
   auto grad_img = at::empty_like(img);  // every element written by the pixel kernel

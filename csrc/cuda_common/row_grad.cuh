@@ -54,40 +54,31 @@ __global__ void __launch_bounds__(THREADS, packed_grad_min_blocks(THREADS)) row_
     typename Op::acc_t* __restrict__ partial_params,  // [kParams, 1, N*C]
     int rows, int C, int HW) {
   using acc_t = typename Op::acc_t;
-  constexpr int NV = ITEMS / VEC;  // vectors per lane
   const PackedLane<GROUP, THREADS> pos(rows, C, HW);
   typename Op::Row r = op.row(pos.n, pos.c);
   acc_t pre[ITEMS], g[ITEMS];
   acc_t s[3] = {acc_t(0), acc_t(0), acc_t(0)};  // Σ g, Σ g·u, Σ u
+  pos.template for_each_vector<ITEMS, VEC>([&](int j, int p) {
+    acc_t gv[VEC], pv[VEC];
+    op.template load<VEC>(r, pos.base + p, pos.pixel_base + p, gv, pv);
 #pragma unroll
-  for (int j = 0; j < NV; ++j) {
-    const int p = (j * GROUP + pos.lane) * VEC;
-    if (p < pos.hw) {
-      acc_t gv[VEC], pv[VEC];
-      op.template load<VEC>(r, pos.base + p, pos.pixel_base + p, gv, pv);
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        g[j * VEC + k] = gv[k];
-        pre[j * VEC + k] = pv[k];
-        add_grad_sums(s, gv[k], r.centred(pv[k]));
-      }
+    for (int k = 0; k < VEC; ++k) {
+      g[j * VEC + k] = gv[k];
+      pre[j * VEC + k] = pv[k];
+      add_grad_sums(s, gv[k], r.centred(pv[k]));
     }
-  }
+  });
   sum_group<GROUP>(s);
   r.set_sums(s, HW);
-  if (pos.in_range && pos.lane == 0) op.store_row(r, s, pos.n, pos.c);  // now, so that s is not live in the loop below
+  if (pos.in_range && pos.lane == 0) op.store_row(r, s, pos.n, pos.c);  // here: s is then dead in the loop below
   acc_t q[Op::kParams] = {};
+  pos.template for_each_vector<ITEMS, VEC>([&](int j, int p) {
+    acc_t out[VEC];
 #pragma unroll
-  for (int j = 0; j < NV; ++j) {
-    const int p = (j * GROUP + pos.lane) * VEC;
-    if (p < pos.hw) {
-      acc_t out[VEC];
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) out[k] = r.dpre(pre[j * VEC + k], g[j * VEC + k]);
-      store_acc<VEC>(grad_x, pos.base + p, out);
-      op.template add_params<VEC>(r, pos.pixel_base + p, out, q);
-    }
-  }
+    for (int k = 0; k < VEC; ++k) out[k] = r.dpre(pre[j * VEC + k], g[j * VEC + k]);
+    store_acc<VEC>(grad_x, pos.base + p, out);
+    op.template add_params<VEC>(r, pos.pixel_base + p, out, q);
+  });
   sum_group<GROUP>(q);
   if (pos.in_range && pos.lane == 0) store_chunk_sums(partial_params, rows, 1, 0, pos.row, q);
 }

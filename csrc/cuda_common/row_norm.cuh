@@ -43,36 +43,27 @@ __global__ void __launch_bounds__(THREADS, min_blocks_per_sm(THREADS)) row_norm_
     typename Op::acc_t* __restrict__ stats,  // [N, 2C] (mean | Op.stat)
     int rows, int C, int HW) {
   using acc_t = typename Op::acc_t;
-  constexpr int NV = ITEMS / VEC;  // vectors per lane
   const PackedLane<GROUP, THREADS> pos(rows, C, HW);
   const typename Op::Row r = op.row(pos.n, pos.c);
   const acc_t shift = pos.in_range ? row_shift(op, r, pos.base, pos.pixel_base) : acc_t(0);
   acc_t t[ITEMS];  // t − shift
   int valid = 0;
+  pos.template for_each_vector<ITEMS, VEC>([&](int j, int p) {
+    acc_t v[VEC];
+    op.template act<VEC>(r, pos.base + p, pos.pixel_base + p, v);
 #pragma unroll
-  for (int j = 0; j < NV; ++j) {
-    const int p = (j * GROUP + pos.lane) * VEC;
-    if (p < pos.hw) {
-      acc_t v[VEC];
-      op.template act<VEC>(r, pos.base + p, pos.pixel_base + p, v);
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) t[j * VEC + k] = v[k] - shift;
-      valid += VEC;
-    }
-  }
+    for (int k = 0; k < VEC; ++k) t[j * VEC + k] = v[k] - shift;
+    valid += VEC;
+  });
   const Moments<acc_t> m = merge_group<GROUP>(moments_of(t, valid));
   if (!pos.in_range) return;
   const acc_t var = variance_of(m), rstd = rsqrt(var + op.eps);
+  pos.template for_each_vector<ITEMS, VEC>([&](int j, int p) {
+    acc_t out[VEC];
 #pragma unroll
-  for (int j = 0; j < NV; ++j) {
-    const int p = (j * GROUP + pos.lane) * VEC;
-    if (p < pos.hw) {
-      acc_t out[VEC];
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) out[k] = op.out(r, t[j * VEC + k] - m.mean, rstd);
-      store_acc<VEC>(y, pos.base + p, out);
-    }
-  }
+    for (int k = 0; k < VEC; ++k) out[k] = op.out(r, t[j * VEC + k] - m.mean, rstd);
+    store_acc<VEC>(y, pos.base + p, out);
+  });
   if (pos.lane == 0) {
     stats[int64_t(pos.n) * 2 * C + pos.c] = shift + m.mean;
     stats[int64_t(pos.n) * 2 * C + C + pos.c] = op.stat(var, rstd);

@@ -420,6 +420,16 @@ struct PackedLane {
     base = int64_t(row) * HW;
     pixel_base = int64_t(n) * HW;
   }
+  // f(j, p) for each vector j < ITEMS / VEC this lane holds: row elements p .. p + VEC − 1,
+  // p = (j·GROUP + lane)·VEC, those past the row skipped.
+  template <int ITEMS, int VEC, typename F>
+  __device__ __forceinline__ void for_each_vector(F&& f) const {
+#pragma unroll
+    for (int j = 0; j < ITEMS / VEC; ++j) {
+      const int p = (j * GROUP + lane) * VEC;
+      if (p < hw) f(j, p);
+    }
+  }
 };
 
 // Calls f(Int<VEC>, Int<GROUP>, Int<ITEMS>, Int<THREADS>, blocks): the template arguments and the
