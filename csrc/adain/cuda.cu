@@ -137,7 +137,7 @@ struct AdainBwd {
   __device__ __forceinline__ void add_params(const Row&, int64_t pixel_index, const acc_t (&dpre)[VEC],
                                              acc_t (&q)[kParams]) const {
     acc_t nv[VEC];
-    load_acc<VEC>(noise, pixel_index, nv);  // read by load() just before, and by the C rows of sample n
+    load_acc<VEC>(noise, pixel_index, nv);  // also read by load() and by the C rows of sample n: cached
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
       q[0] += dpre[k];

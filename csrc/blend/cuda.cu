@@ -420,12 +420,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> blend_down_bwd_cuda(
         bias.const_data_ptr<acc_t>(), partial_w.mutable_data_ptr<acc_t>(), partial_b.mutable_data_ptr<acc_t>(),
         int(C), int(K), int(H), int(W), acc_t(alpha), acc_t(slope));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    sum_over_n_kernel<acc_t><<<unsigned((C * K + 255) / 256), 256, 0, stream>>>(
-        partial_w.const_data_ptr<acc_t>(), grad_w.mutable_data_ptr<acc_t>(), int(N), int(C * K));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    sum_over_n_kernel<acc_t><<<unsigned((C + 255) / 256), 256, 0, stream>>>(
-        partial_b.const_data_ptr<acc_t>(), grad_b.mutable_data_ptr<acc_t>(), int(N), int(C));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    sum_over_n(partial_w.const_data_ptr<acc_t>(), grad_w.mutable_data_ptr<acc_t>(), int(N), int(C * K), stream);
+    sum_over_n(partial_b.const_data_ptr<acc_t>(), grad_b.mutable_data_ptr<acc_t>(), int(N), int(C), stream);
   });
   return {grad_img, grad_w, grad_b, grad_new};
 }

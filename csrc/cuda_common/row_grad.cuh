@@ -214,9 +214,7 @@ void launch_row_grad(const Op& op, typename Op::scalar_t* grad_x,
   }
   const int terms = int(plan.splits * N);
   for (int k = 0; k < Op::kParams; ++k) {
-    sum_over_n_kernel<acc_t><<<unsigned((C + 255) / 256), 256, 0, stream>>>(
-        partial_params.const_data_ptr<acc_t>() + int64_t(k) * terms * C, param_grads[k], terms, int(C));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    sum_over_n(partial_params.const_data_ptr<acc_t>() + int64_t(k) * terms * C, param_grads[k], terms, int(C), stream);
   }
 }
 

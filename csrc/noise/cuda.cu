@@ -147,14 +147,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> noise_bwd_cuda(
           partial_b.mutable_data_ptr<acc_t>(), int(C), int(HW), act ? acc_t(leaky_slope) : acc_t(1));
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
-    const unsigned blocks = unsigned((C + 255) / 256);
-    sum_over_n_kernel<acc_t><<<blocks, 256, 0, stream>>>(partial_wn.const_data_ptr<acc_t>(),
-                                                        grad_wn.mutable_data_ptr<acc_t>(), int(N), int(C));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    sum_over_n(partial_wn.const_data_ptr<acc_t>(), grad_wn.mutable_data_ptr<acc_t>(), int(N), int(C), stream);
     if (bias.has_value()) {
-      sum_over_n_kernel<acc_t><<<blocks, 256, 0, stream>>>(partial_b.const_data_ptr<acc_t>(),
-                                                          grad_b.mutable_data_ptr<acc_t>(), int(N), int(C));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      sum_over_n(partial_b.const_data_ptr<acc_t>(), grad_b.mutable_data_ptr<acc_t>(), int(N), int(C), stream);
     }
   });
   return {grad_x, grad_wn, grad_b};

@@ -287,9 +287,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> style_bwd2_cuda(
     } else {
       launch(Int<256>{});
     }
-    sum_over_n_kernel<acc_t><<<unsigned((C + 255) / 256), 256, 0, stream>>>(
-        partial_b.const_data_ptr<acc_t>(), g_b.mutable_data_ptr<acc_t>(), int(N), int(C));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    sum_over_n(partial_b.const_data_ptr<acc_t>(), g_b.mutable_data_ptr<acc_t>(), int(N), int(C), stream);
   });
   return {g_grad_y, g_stats, g_x, g_b};
 }
