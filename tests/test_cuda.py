@@ -1,5 +1,6 @@
 """The CUDA kernels (impl='cuda') beyond tests/test_ops.py: odd and large shapes, every
-packed-row bucket and the split-row path (forced at small shapes with ALAE_FAST_CUDA_ROW_CHUNK),
+packed-row bucket, the split-row path and its single-chunk kernels (forced at small shapes with
+ALAE_FAST_CUDA_ROW_CHUNK: a chunk >= H·W gives one chunk per row),
 NHWC without copies, ill-conditioned and NaN/inf rows, layouts and misaligned storage, bitwise
 determinism, and the kernels' own argument checks. Every test needs a CUDA device and a CUDA build of _C.
 tests/test_ops.py runs the shared op tests (parity, gradcheck, edge cases) on 'cuda' too."""
@@ -189,6 +190,17 @@ def test_split_rows(name, shape, dtype, split_rows):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", [(4, 256, 65, 65), (8, 128, 64, 72)], ids=str)
+@pytest.mark.parametrize("name", ROW_OPS)
+def test_single_chunk_rows(name, shape, dtype):
+    """NCHW rows past the packed buckets with enough rows (1024) to fill the GPU unsplit: one
+    kernel per direction (moments or sums, then the normalisation or grad_x), odd rows on the
+    scalar path and vector-width rows."""
+    case = CASES[name]
+    check_parity(case, _make(case, shape, dtype), "cuda")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("name", ROW_OPS)
 def test_split_matches_packed(name, dtype, monkeypatch):
     """Split and packed rows compute the same statistics (up to rounding)."""
@@ -226,6 +238,15 @@ def test_nhwc_parity(name, shape, dtype):
     check_parity(case, _channels_last(_make(case, shape, dtype)), "cuda")
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", ROW_OPS)
+def test_nhwc_split_rows(name, dtype, split_rows):
+    """NHWC rows forced into chunks of 256 elements (576 = 256 + 256 + 64) with a partial 32-channel
+    tile, in every dtype: the NHWC tiles of both forward kernels and of both backward kernels."""
+    case = CASES[name]
+    check_parity(case, _channels_last(_make(case, (2, 35, 24, 24), dtype)), "cuda")
+
+
 @pytest.mark.parametrize("name", ROW_OPS)
 def test_nhwc_no_copy(name):
     """A channels_last x gives a channels_last y and gradient, and nothing is copied on the way."""
@@ -241,14 +262,15 @@ def test_nhwc_no_copy(name):
     assert not copies, f"{name}: NHWC input was copied: {copies}"
 
 
-@pytest.mark.parametrize("layout", ["split", "nhwc"])
+@pytest.mark.parametrize("layout", ["split", "single-chunk", "nhwc"])
 @pytest.mark.parametrize("name", ROW_OPS)
 def test_row_paths_deterministic(name, layout, monkeypatch):
-    """The split and NHWC paths give identical bits on two runs (fixed-order merges, no atomics)."""
+    """The split, single-chunk and NHWC paths give identical bits on two runs (fixed-order merges,
+    no atomics)."""
     case = CASES[name]
     args = _make(case, (2, 48, 64, 64), torch.float32)
-    if layout == "split":
-        monkeypatch.setenv(ROW_CHUNK_ENV, "512")
+    if layout in ("split", "single-chunk"):
+        monkeypatch.setenv(ROW_CHUNK_ENV, "512" if layout == "split" else "4096")
     else:
         args = _channels_last(args)
     first = _outputs_and_grads(case, args, 1)
@@ -272,23 +294,23 @@ def _ill_conditioned(case, shape, dtype, ratio, seed=0):
 
 
 @pytest.mark.parametrize("ratio", [1e4, 1e6, float("inf")], ids=str)
-@pytest.mark.parametrize("path", ["packed-8", "packed-256", "split", "nhwc"])
+@pytest.mark.parametrize("path", ["packed-8", "packed-256", "split", "single-chunk", "nhwc"])
 @pytest.mark.parametrize("name", ROW_OPS)
 def test_ill_conditioned_rows(name, path, ratio, monkeypatch):
     """Rows far from zero mean, and constant rows, in fp32: within the parity rule of the fp64
     reference on every path (shifted/Chan moments, centred backward)."""
     case = CASES[name]
     shape = {"packed-8": (4, 3, 8, 8), "packed-256": (2, 3, 64, 64), "split": (2, 3, 64, 64),
-             "nhwc": (2, 33, 32, 32)}[path]
+             "single-chunk": (2, 3, 64, 64), "nhwc": (2, 33, 32, 32)}[path]
     args = _ill_conditioned(case, shape, torch.float32, ratio)
-    if path == "split":
-        monkeypatch.setenv(ROW_CHUNK_ENV, "384")
+    if path in ("split", "single-chunk"):
+        monkeypatch.setenv(ROW_CHUNK_ENV, "384" if path == "split" else "4096")
     if path == "nhwc":
         args = _channels_last(args)
     check_parity(case, args, "cuda")
 
 
-@pytest.mark.parametrize("path", ["packed", "split", "nhwc"])
+@pytest.mark.parametrize("path", ["packed", "split", "single-chunk", "nhwc"])
 @pytest.mark.parametrize("name", ROW_OPS)
 def test_nan_inf_rows(name, path, monkeypatch):
     """A NaN or an inf in a row gives the reference's NaN/inf pattern for that row (a NaN
@@ -300,8 +322,8 @@ def test_nan_inf_rows(name, path, monkeypatch):
     x[0, 1, 0, 0] = float("inf")
     x[1, 2, 7, 7] = float("-inf")
     args[0] = x
-    if path == "split":
-        monkeypatch.setenv(ROW_CHUNK_ENV, "128")
+    if path in ("split", "single-chunk"):
+        monkeypatch.setenv(ROW_CHUNK_ENV, "128" if path == "split" else "1024")
     if path == "nhwc":
         args = _channels_last(args)
     got = case.run(args, "cuda")

@@ -66,6 +66,20 @@ __global__ void __launch_bounds__(kThreads) blend_up_fwd_kernel(const scalar_t* 
   }
 }
 
+// Calls f(j, top, bottom) for each group of P consecutive low-resolution pixels (grid-stride over
+// `groups`): j = the group's first low pixel over N*C*H/2 rows of W/2; top, bottom = the index in
+// the full-resolution [N*C*H, W] tensor of the first element of its 2x2 blocks' upper and lower rows.
+template <int P, typename F>
+__device__ __forceinline__ void for_each_block_group(int64_t groups, int W, F&& f) {
+  const int W2 = W / 2;
+  for (int64_t v = int64_t(blockIdx.x) * kThreads + threadIdx.x; v < groups; v += int64_t(gridDim.x) * kThreads) {
+    const int64_t j = v * P, r = j / W2;  // first low pixel, its low row
+    const int w2 = int(j - r * W2);
+    const int64_t top = 2 * r * W + 2 * w2;
+    f(j, top, top + W);
+  }
+}
+
 // Both ops read the 2x2 blocks of P consecutive low-resolution pixels: rows 2*r and 2*r + 1 of the
 // full-resolution tensor, 2P elements each, where r runs over N*C*H/2.
 // blend_up_bwd: grad_high = alpha*g; grad_low = (1-alpha)*sum of the 2x2 block of g.
@@ -76,11 +90,7 @@ __global__ void __launch_bounds__(kThreads) blend_up_bwd_kernel(const scalar_t* 
                                                                 int64_t groups, int W,
                                                                 at::opmath_type<scalar_t> alpha) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int W2 = W / 2;
-  for (int64_t v = int64_t(blockIdx.x) * kThreads + threadIdx.x; v < groups; v += int64_t(gridDim.x) * kThreads) {
-    const int64_t j = v * P, r = j / W2;  // first low pixel, its low row
-    const int w2 = int(j - r * W2);
-    const int64_t top = 2 * r * W + 2 * w2, bottom = top + W;
+  for_each_block_group<P>(groups, W, [&](int64_t j, int64_t top, int64_t bottom) {
     const auto g0 = load<2 * P, VECTORISED>(grad_y + top), g1 = load<2 * P, VECTORISED>(grad_y + bottom);
     Vec<scalar_t, 2 * P> h0, h1;
     Vec<scalar_t, P> l;
@@ -97,7 +107,7 @@ __global__ void __launch_bounds__(kThreads) blend_up_bwd_kernel(const scalar_t* 
     store<2 * P, VECTORISED>(grad_high + top, h0);
     store<2 * P, VECTORISED>(grad_high + bottom, h1);
     store<P, false>(grad_low + j, l);
-  }
+  });
 }
 
 // blend_real: y = alpha*x + (1-alpha)*mean of the 2x2 block of x.
@@ -107,11 +117,7 @@ __global__ void __launch_bounds__(kThreads) blend_real_fwd_kernel(const scalar_t
                                                                   int64_t groups, int W,
                                                                   at::opmath_type<scalar_t> alpha) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int W2 = W / 2;
-  for (int64_t v = int64_t(blockIdx.x) * kThreads + threadIdx.x; v < groups; v += int64_t(gridDim.x) * kThreads) {
-    const int64_t j = v * P, r = j / W2;
-    const int w2 = int(j - r * W2);
-    const int64_t top = 2 * r * W + 2 * w2, bottom = top + W;
+  for_each_block_group<P>(groups, W, [&](int64_t, int64_t top, int64_t bottom) {
     const auto x0 = load<2 * P, VECTORISED>(x + top), x1 = load<2 * P, VECTORISED>(x + bottom);
     Vec<scalar_t, 2 * P> y0, y1;
 #pragma unroll
@@ -126,7 +132,7 @@ __global__ void __launch_bounds__(kThreads) blend_real_fwd_kernel(const scalar_t
     }
     store<2 * P, VECTORISED>(y + top, y0);
     store<2 * P, VECTORISED>(y + bottom, y1);
-  }
+  });
 }
 
 // avgpool2 of the K <= kMaxImgChannels image channels at low pixel (h2, w2) of sample n.
@@ -157,6 +163,21 @@ __device__ __forceinline__ acc_t from_rgb(const acc_t* __restrict__ weight, cons
   return pre;
 }
 
+// Calls f(n, hw2, h2, w2, pooled) for each low-resolution pixel hw2 = h2·(W/2) + w2 of sample n
+// (grid-stride over N·(H/2)·(W/2) pixels), with pooled = avgpool2 of its K image channels.
+template <typename scalar_t, typename F>
+__device__ __forceinline__ void for_each_pooled_pixel(const scalar_t* __restrict__ img,  // [N, K, H, W]
+                                                      int64_t pixels, int K, int H, int W, F&& f) {
+  const int H2 = H / 2, W2 = W / 2;
+  for (int64_t v = int64_t(blockIdx.x) * kThreads + threadIdx.x; v < pixels; v += int64_t(gridDim.x) * kThreads) {
+    const int64_t n = v / (int64_t(H2) * W2);
+    const int hw2 = int(v - n * H2 * W2), h2 = hw2 / W2, w2 = hw2 % W2;
+    at::opmath_type<scalar_t> pooled[kMaxImgChannels];
+    pool_pixel(img, n, h2, w2, K, H, W, pooled);
+    f(n, hw2, h2, w2, pooled);
+  }
+}
+
 // One thread per low-resolution pixel: pools img once, then walks the C output channels.
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads) blend_down_fwd_kernel(
@@ -167,17 +188,14 @@ __global__ void __launch_bounds__(kThreads) blend_down_fwd_kernel(
     scalar_t* __restrict__ y,                             // [N, C, H/2, W/2]
     int64_t pixels, int C, int K, int H, int W, at::opmath_type<scalar_t> alpha, at::opmath_type<scalar_t> slope) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int H2 = H / 2, W2 = W / 2;
-  for (int64_t v = int64_t(blockIdx.x) * kThreads + threadIdx.x; v < pixels; v += int64_t(gridDim.x) * kThreads) {
-    const int64_t n = v / (int64_t(H2) * W2);
-    const int hw2 = int(v - n * H2 * W2), h2 = hw2 / W2, w2 = hw2 % W2;
-    acc_t pooled[kMaxImgChannels];
-    pool_pixel(img, n, h2, w2, K, H, W, pooled);
+  const int64_t plane = int64_t(H / 2) * (W / 2);  // low pixels per channel
+  for_each_pooled_pixel(img, pixels, K, H, W, [&](int64_t n, int hw2, int, int,
+                                                  const acc_t (&pooled)[kMaxImgChannels]) {
     for (int c = 0; c < C; ++c) {
-      const int64_t o = (n * C + c) * H2 * W2 + hw2;
+      const int64_t o = (n * C + c) * plane + hw2;
       y[o] = scalar_t(blend_lerp(leaky(from_rgb(weight, bias, c, K, pooled), slope), acc_t(new_[o]), alpha));
     }
-  }
+  });
 }
 
 // Backward, per low-resolution pixel: grad_new = alpha*g and grad_img (sum over c of W[c,k]*dpre / 4).
@@ -191,14 +209,12 @@ __global__ void __launch_bounds__(kThreads) blend_down_bwd_pixel_kernel(
     scalar_t* __restrict__ grad_new,                      // [N, C, H/2, W/2]
     int64_t pixels, int C, int K, int H, int W, at::opmath_type<scalar_t> alpha, at::opmath_type<scalar_t> slope) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int H2 = H / 2, W2 = W / 2;
-  for (int64_t v = int64_t(blockIdx.x) * kThreads + threadIdx.x; v < pixels; v += int64_t(gridDim.x) * kThreads) {
-    const int64_t n = v / (int64_t(H2) * W2);
-    const int hw2 = int(v - n * H2 * W2), h2 = hw2 / W2, w2 = hw2 % W2;
-    acc_t pooled[kMaxImgChannels], g_pooled[kMaxImgChannels] = {};
-    pool_pixel(img, n, h2, w2, K, H, W, pooled);
+  const int64_t plane = int64_t(H / 2) * (W / 2);  // low pixels per channel
+  for_each_pooled_pixel(img, pixels, K, H, W, [&](int64_t n, int hw2, int h2, int w2,
+                                                  const acc_t (&pooled)[kMaxImgChannels]) {
+    acc_t g_pooled[kMaxImgChannels] = {};
     for (int c = 0; c < C; ++c) {
-      const int64_t o = (n * C + c) * H2 * W2 + hw2;
+      const int64_t o = (n * C + c) * plane + hw2;
       const acc_t g = acc_t(grad_y[o]);
       grad_new[o] = scalar_t(alpha * g);
       const acc_t dpre = (acc_t(1) - alpha) * g * leaky_grad(from_rgb(weight, bias, c, K, pooled), slope);
@@ -218,7 +234,7 @@ __global__ void __launch_bounds__(kThreads) blend_down_bwd_pixel_kernel(
         r0[W + 1] = q;
       }
     }
-  }
+  });
 }
 
 // Backward, one block per (n, c) row: partial sums over the row of dpre (bias) and dpre*pooled[k] (weight).
@@ -340,7 +356,13 @@ at::Tensor blend_real_fwd_cuda(const at::Tensor& x,  // [N, C, H, W]
   return y;
 }
 
-void check_img_channels(const char* op, const at::Tensor& img) {
+// Both blend_down entry points: img on CUDA, the shared checks of blend.h (`other`: new or
+// grad_y, [N, C, H/2, W/2]), and at most kMaxImgChannels image channels.
+void check_blend_down_cuda_args(const char* op, const at::Tensor& img, const at::Tensor& weight,
+                                const at::Tensor& bias, const char* other_name, const at::Tensor& other, double alpha,
+                                double slope) {
+  check_on_cuda(op, "img", img);
+  check_blend_down_args(op, img, weight, bias, other_name, other, alpha, slope);
   TORCH_CHECK(img.size(1) <= kMaxImgChannels, op, ": argument 'img' has K = ", img.size(1),
               " channels; the CUDA kernel supports at most ", kMaxImgChannels, " (use impl='ref' or 'triton')");
 }
@@ -350,9 +372,7 @@ at::Tensor blend_down_fwd_cuda(const at::Tensor& img,     // [N, K, H, W]
                                const at::Tensor& bias,    // [C] acc
                                const at::Tensor& new_,    // [N, C, H/2, W/2]
                                double alpha, double slope) {
-  check_on_cuda("blend_down_fwd", "img", img);
-  check_blend_down_args("blend_down_fwd", img, weight, bias, "new", new_, alpha, slope);
-  check_img_channels("blend_down_fwd", img);
+  check_blend_down_cuda_args("blend_down_fwd", img, weight, bias, "new", new_, alpha, slope);
   const c10::cuda::CUDAGuard guard(img.device());
   const int64_t N = img.size(0), K = img.size(1), H = img.size(2), W = img.size(3), C = new_.size(1);
   auto y = at::empty_like(new_);
@@ -376,9 +396,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> blend_down_bwd_cuda(
     const at::Tensor& weight,  // [C, K] acc
     const at::Tensor& bias,    // [C] acc
     double alpha, double slope) {
-  check_on_cuda("blend_down_bwd", "img", img);
-  check_blend_down_args("blend_down_bwd", img, weight, bias, "grad_y", grad_y, alpha, slope);
-  check_img_channels("blend_down_bwd", img);
+  check_blend_down_cuda_args("blend_down_bwd", img, weight, bias, "grad_y", grad_y, alpha, slope);
   const c10::cuda::CUDAGuard guard(img.device());
   const int64_t N = img.size(0), K = img.size(1), H = img.size(2), W = img.size(3), C = grad_y.size(1);
   auto grad_img = at::empty_like(img);  // every element written by the pixel kernel
@@ -402,12 +420,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> blend_down_bwd_cuda(
         bias.const_data_ptr<acc_t>(), partial_w.mutable_data_ptr<acc_t>(), partial_b.mutable_data_ptr<acc_t>(),
         int(C), int(K), int(H), int(W), acc_t(alpha), acc_t(slope));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    sum_over_n_kernel<acc_t><<<unsigned((C * K + 255) / 256), 256, 0, stream>>>(
-        partial_w.const_data_ptr<acc_t>(), grad_w.mutable_data_ptr<acc_t>(), int(N), int(C * K));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    sum_over_n_kernel<acc_t><<<unsigned((C + 255) / 256), 256, 0, stream>>>(
-        partial_b.const_data_ptr<acc_t>(), grad_b.mutable_data_ptr<acc_t>(), int(N), int(C));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    sum_over_n(partial_w.const_data_ptr<acc_t>(), grad_w.mutable_data_ptr<acc_t>(), int(N), int(C * K), stream);
+    sum_over_n(partial_b.const_data_ptr<acc_t>(), grad_b.mutable_data_ptr<acc_t>(), int(N), int(C), stream);
   });
   return {grad_img, grad_w, grad_b, grad_new};
 }

@@ -2,6 +2,9 @@
 // per-warp partials in shared memory. No atomics anywhere, so two runs give identical bits.
 #pragma once
 
+#include <c10/cuda/CUDAException.h>
+#include <cuda_runtime.h>
+
 #include <cstdint>
 
 namespace alae_fast {
@@ -47,6 +50,13 @@ __global__ void sum_over_n_kernel(const acc_t* __restrict__ partial,  // [N, C]
   acc_t s = acc_t(0);
   for (int n = 0; n < N; ++n) s += partial[int64_t(n) * C + c];
   out[c] = s;
+}
+
+// Launches sum_over_n_kernel on `stream` for partial [N, C] -> out [C].
+template <typename acc_t>
+void sum_over_n(const acc_t* partial, acc_t* out, int N, int C, cudaStream_t stream) {
+  sum_over_n_kernel<acc_t><<<unsigned((C + 255) / 256), 256, 0, stream>>>(partial, out, N, C);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 }  // namespace alae_fast

@@ -1,6 +1,10 @@
 // The instance-norm forward shared by adain and style: t = Op.act(...) per element, the row's
 // moments, then y = Op.out(t − mean, rstd) and the row statistics (mean | Op.stat(var, rstd)).
 //
+// Passes over memory: packed rows read x once (kept in registers) and write y; split and NHWC
+// rows read x for the chunk moments, then read it again and write y: one kernel when the row
+// is one chunk (the second read closely follows the first, mostly from L2), two otherwise.
+//
 // Moments are taken of t − shift, shift = the row's first t: a row with |mean| ≫ std then keeps
 // its deviations exact, and y uses the shifted mean, not its fp32 rounding.
 //
@@ -12,6 +16,7 @@
 //   acc_t stat(acc_t var, acc_t rstd) const;   // the second statistic written to stats[:, C:]
 #pragma once
 
+#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <cuda_runtime.h>
 
@@ -38,57 +43,42 @@ __global__ void __launch_bounds__(THREADS, min_blocks_per_sm(THREADS)) row_norm_
     typename Op::acc_t* __restrict__ stats,  // [N, 2C] (mean | Op.stat)
     int rows, int C, int HW) {
   using acc_t = typename Op::acc_t;
-  constexpr int NV = ITEMS / VEC;  // vectors per lane
-  const int lane = threadIdx.x % GROUP, row = blockIdx.x * (THREADS / GROUP) + threadIdx.x / GROUP;
-  const bool in_range = row < rows;
-  const int hw = in_range ? HW : 0, n = in_range ? row / C : 0, c = in_range ? row % C : 0;
-  const int64_t base = int64_t(row) * HW, pixel_base = int64_t(n) * HW;
-  const typename Op::Row r = op.row(n, c);
-  const acc_t shift = in_range ? row_shift(op, r, base, pixel_base) : acc_t(0);
+  const PackedLane<GROUP, THREADS> pos(rows, C, HW);
+  const typename Op::Row r = op.row(pos.n, pos.c);
+  const acc_t shift = pos.in_range ? row_shift(op, r, pos.base, pos.pixel_base) : acc_t(0);
   acc_t t[ITEMS];  // t − shift
   int valid = 0;
+  pos.template for_each_vector<ITEMS, VEC>([&](int j, int p) {
+    acc_t v[VEC];
+    op.template act<VEC>(r, pos.base + p, pos.pixel_base + p, v);
 #pragma unroll
-  for (int j = 0; j < NV; ++j) {
-    const int p = (j * GROUP + lane) * VEC;
-    if (p < hw) {
-      acc_t v[VEC];
-      op.template act<VEC>(r, base + p, pixel_base + p, v);
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) t[j * VEC + k] = v[k] - shift;
-      valid += VEC;
-    }
-  }
+    for (int k = 0; k < VEC; ++k) t[j * VEC + k] = v[k] - shift;
+    valid += VEC;
+  });
   const Moments<acc_t> m = merge_group<GROUP>(moments_of(t, valid));
-  if (!in_range) return;
+  if (!pos.in_range) return;
   const acc_t var = variance_of(m), rstd = rsqrt(var + op.eps);
+  pos.template for_each_vector<ITEMS, VEC>([&](int j, int p) {
+    acc_t out[VEC];
 #pragma unroll
-  for (int j = 0; j < NV; ++j) {
-    const int p = (j * GROUP + lane) * VEC;
-    if (p < hw) {
-      acc_t out[VEC];
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) out[k] = op.out(r, t[j * VEC + k] - m.mean, rstd);
-      store_acc<VEC>(y, base + p, out);
-    }
-  }
-  if (lane == 0) {
-    stats[int64_t(n) * 2 * C + c] = shift + m.mean;
-    stats[int64_t(n) * 2 * C + C + c] = op.stat(var, rstd);
+    for (int k = 0; k < VEC; ++k) out[k] = op.out(r, t[j * VEC + k] - m.mean, rstd);
+    store_acc<VEC>(y, pos.base + p, out);
+  });
+  if (pos.lane == 0) {
+    stats[int64_t(pos.n) * 2 * C + pos.c] = shift + m.mean;
+    stats[int64_t(pos.n) * 2 * C + C + pos.c] = op.stat(var, rstd);
   }
 }
 
-// Split rows, pass 1: the moments of one chunk of t.
+// The moments of t − shift over the tile's chunk, merged over the block: every thread of the
+// block gets them (all threads must call it; inactive NHWC lanes bring no elements).
 template <typename Op, typename Tile>
-__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) row_moments_kernel(
-    Op op,
-    typename Op::acc_t* __restrict__ partial,  // [2, splits, N*C] (mean | m2)
-    int C, int HW, int chunk) {
+__device__ __forceinline__ Moments<typename Op::acc_t> chunk_moments(const Op& op, const Tile& tile,
+                                                                     const typename Op::Row& r,
+                                                                     typename Op::acc_t shift) {
   using acc_t = typename Op::acc_t;
   constexpr int VEC = Tile::kVec;
-  const Tile tile(C, HW, chunk);
-  const typename Op::Row r = op.row(tile.n, tile.active() ? tile.c : 0);
-  const acc_t shift = tile.active() ? row_shift(op, r, tile.x_at(0), tile.pixel_at(0)) : acc_t(0);
-  Moments<acc_t> m{acc_t(0), acc_t(0), acc_t(0)};  // of t − shift
+  Moments<acc_t> m{acc_t(0), acc_t(0), acc_t(0)};
   tile.for_each([&](int p) {
     acc_t t[VEC];
     op.template act<VEC>(r, tile.x_at(p), tile.pixel_at(p), t);
@@ -96,25 +86,19 @@ __global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThrea
     for (int k = 0; k < VEC; ++k) t[k] -= shift;
     m = merge(m, moments_of(t, VEC));
   });
-  m = tile.merge(m);
-  if (tile.writes_row()) store_chunk_moments(partial, tile.rows, tile.splits, tile.split, tile.row, m);
+  return tile.merge(m);
 }
 
-// Split rows, pass 2: merge the row's chunk moments in order, then normalise one chunk.
+// y = Op.out(t − shift − m.mean, rstd) over the tile's chunk, from the row's moments m of
+// t − shift; chunk 0 writes the row's statistics. Active threads only.
 template <typename Op, typename Tile>
-__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) row_norm_apply_kernel(
-    Op op,
-    const typename Op::acc_t* __restrict__ partial,  // [2, splits, N*C] (mean | m2)
-    typename Op::scalar_t* __restrict__ y,           // like x (NCHW or NHWC)
-    typename Op::acc_t* __restrict__ stats,          // [N, 2C] (mean | Op.stat)
-    int C, int HW, int chunk) {
+__device__ __forceinline__ void normalise_chunk(const Op& op, const Tile& tile, const typename Op::Row& r,
+                                                typename Op::acc_t shift, const Moments<typename Op::acc_t>& m,
+                                                typename Op::scalar_t* __restrict__ y,  // like x
+                                                typename Op::acc_t* __restrict__ stats,  // [N, 2C]
+                                                int C) {
   using acc_t = typename Op::acc_t;
   constexpr int VEC = Tile::kVec;
-  const Tile tile(C, HW, chunk);
-  if (!tile.active()) return;
-  const typename Op::Row r = op.row(tile.n, tile.c);
-  const acc_t shift = row_shift(op, r, tile.x_at(0), tile.pixel_at(0));
-  const Moments<acc_t> m = row_moments(partial, tile.rows, tile.splits, tile.row, chunk, HW);  // of t − shift
   const acc_t var = variance_of(m), rstd = rsqrt(var + op.eps);
   tile.for_each([&](int p) {
     acc_t t[VEC];
@@ -129,28 +113,81 @@ __global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThrea
   }
 }
 
+// Rows in one chunk (splits == 1): the block's moments, then the normalisation, in one kernel;
+// the second read of the chunk follows the first closely (mostly from L2).
+template <typename Op, typename Tile>
+__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) row_norm_single_kernel(
+    Op op,
+    typename Op::scalar_t* __restrict__ y,   // like x (NCHW or NHWC)
+    typename Op::acc_t* __restrict__ stats,  // [N, 2C] (mean | Op.stat)
+    int C, int HW) {
+  using acc_t = typename Op::acc_t;
+  const Tile tile(C, HW, HW);
+  const typename Op::Row r = op.row(tile.n, tile.active() ? tile.c : 0);
+  const acc_t shift = tile.active() ? row_shift(op, r, tile.x_at(0), tile.pixel_at(0)) : acc_t(0);
+  const Moments<acc_t> m = chunk_moments(op, tile, r, shift);  // of t − shift, the whole row
+  if (!tile.active()) return;
+  normalise_chunk(op, tile, r, shift, m, y, stats, C);
+}
+
+// Split rows, pass 1: the moments of one chunk of t − shift.
+template <typename Op, typename Tile>
+__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) row_moments_kernel(
+    Op op,
+    typename Op::acc_t* __restrict__ partial,  // [2, splits, N*C] (mean | m2)
+    int C, int HW, int chunk) {
+  using acc_t = typename Op::acc_t;
+  const Tile tile(C, HW, chunk);
+  const typename Op::Row r = op.row(tile.n, tile.active() ? tile.c : 0);
+  const acc_t shift = tile.active() ? row_shift(op, r, tile.x_at(0), tile.pixel_at(0)) : acc_t(0);
+  const Moments<acc_t> m = chunk_moments(op, tile, r, shift);
+  if (tile.writes_row()) store_chunk_moments(partial, tile.rows, tile.splits, tile.split, tile.row, m);
+}
+
+// Split rows, pass 2: merge the row's chunk moments in order, then normalise one chunk.
+template <typename Op, typename Tile>
+__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) row_norm_apply_kernel(
+    Op op,
+    const typename Op::acc_t* __restrict__ partial,  // [2, splits, N*C] (mean | m2)
+    typename Op::scalar_t* __restrict__ y,           // like x (NCHW or NHWC)
+    typename Op::acc_t* __restrict__ stats,          // [N, 2C] (mean | Op.stat)
+    int C, int HW, int chunk) {
+  using acc_t = typename Op::acc_t;
+  const Tile tile(C, HW, chunk);
+  if (!tile.active()) return;
+  const typename Op::Row r = op.row(tile.n, tile.c);
+  const acc_t shift = row_shift(op, r, tile.x_at(0), tile.pixel_at(0));
+  const Moments<acc_t> m = row_moments(partial, tile.rows, tile.splits, tile.row, chunk, HW);  // of t − shift
+  normalise_chunk(op, tile, r, shift, m, y, stats, C);
+}
+
 // Runs the forward of `op` on x [N, C, H, W] (NCHW or NHWC): y like x, stats [N, 2C].
-// `vectorised`: NCHW rows may be read and written 16 bytes at a time.
+// `vectorised`: NCHW rows may be read and written 16 bytes at a time. `acc_options`: the
+// accumulator dtype and device, for the split path's chunk moments.
 template <typename Op>
 void launch_row_norm(const Op& op, typename Op::scalar_t* y, typename Op::acc_t* stats, const RowPlan& plan,
-                     bool nhwc, bool vectorised, int64_t N, int64_t C, int64_t HW, const at::Tensor& partial,
+                     bool nhwc, bool vectorised, int64_t N, int64_t C, int64_t HW, const at::TensorOptions& acc_options,
                      cudaStream_t stream) {
   using scalar_t = typename Op::scalar_t;
   using acc_t = typename Op::acc_t;
   if (plan.packed) {
-    with_vec<scalar_t>(vectorised, [&](auto vec) {
-      with_packed_bucket<acc_t>(HW, [&](auto group, auto items) {
-        constexpr int kGroup = decltype(group)::value, kThreads = kPackedThreads(kGroup);
-        const unsigned blocks = unsigned((N * C + kThreads / kGroup - 1) / (kThreads / kGroup));
-        row_norm_packed_kernel<Op, decltype(vec)::value, kGroup, decltype(items)::value, kThreads>
-            <<<blocks, kThreads, 0, stream>>>(op, y, stats, int(N * C), int(C), int(HW));
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      });
+    with_packed_launch<scalar_t, acc_t>(vectorised, N * C, HW, [&](auto vec, auto group, auto items, auto threads,
+                                                                    unsigned blocks) {
+      row_norm_packed_kernel<Op, decltype(vec)::value, decltype(group)::value, decltype(items)::value,
+                             decltype(threads)::value>
+          <<<blocks, decltype(threads)::value, 0, stream>>>(op, y, stats, int(N * C), int(C), int(HW));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
     return;
   }
   with_split_tile<scalar_t>(nhwc, vectorised, plan, N, C, [&](auto tile, dim3 grid, dim3 block) {
     using Tile = typename decltype(tile)::type;
+    if (plan.splits == 1) {
+      row_norm_single_kernel<Op, Tile><<<grid, block, 0, stream>>>(op, y, stats, int(C), int(HW));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
+    const at::Tensor partial = at::empty({2, plan.splits, N * C}, acc_options);  // chunk moments (mean | m2)
     row_moments_kernel<Op, Tile><<<grid, block, 0, stream>>>(op, partial.mutable_data_ptr<acc_t>(), int(C),
                                                              int(HW), plan.chunk);
     C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -5,7 +5,8 @@
 //     block when GROUP < 128. One read of the input.
 //   * split rows (NCHW): a row is cut into `splits` chunks of `chunk` elements, one block each.
 //     A first kernel writes each chunk's moments (or sums); the next one combines a row's
-//     partials in chunk order (deterministic, no atomics) and applies them.
+//     partials in chunk order (deterministic, no atomics) and applies them. A row of one chunk
+//     (splits == 1) runs both steps in one kernel, its block's own merge in place of the partials.
 //   * NHWC: the same split kernels on a tile of 32 channels × 8 pixel lanes, so that a warp reads
 //     32 consecutive channels of one pixel; rows are strided by C and never copied.
 // Statistics are (count, mean, M2) triples of t minus the row's first value (row_norm.cuh):
@@ -400,6 +401,50 @@ void with_packed_bucket(int64_t HW, F&& f) {
 }
 
 constexpr int kPackedThreads(int group) { return group < 128 ? 128 : group; }
+
+// A thread's place in a packed row kernel: GROUP lanes per row, THREADS / GROUP rows per block.
+// Rows past `rows` get n = c = 0 and no elements (hw = 0), so that their lanes still join the
+// row's shuffles.
+template <int GROUP, int THREADS>
+struct PackedLane {
+  int lane, row, n, c, hw;
+  bool in_range;
+  int64_t base, pixel_base;  // the row's first element in [N*C, HW], its sample's in [N, HW]
+  __device__ __forceinline__ PackedLane(int rows, int C, int HW) {
+    lane = threadIdx.x % GROUP;
+    row = blockIdx.x * (THREADS / GROUP) + threadIdx.x / GROUP;
+    in_range = row < rows;
+    hw = in_range ? HW : 0;
+    n = in_range ? row / C : 0;
+    c = in_range ? row % C : 0;
+    base = int64_t(row) * HW;
+    pixel_base = int64_t(n) * HW;
+  }
+  // f(j, p) for each vector j < ITEMS / VEC this lane holds: row elements p .. p + VEC − 1,
+  // p = (j·GROUP + lane)·VEC, those past the row skipped.
+  template <int ITEMS, int VEC, typename F>
+  __device__ __forceinline__ void for_each_vector(F&& f) const {
+#pragma unroll
+    for (int j = 0; j < ITEMS / VEC; ++j) {
+      const int p = (j * GROUP + lane) * VEC;
+      if (p < hw) f(j, p);
+    }
+  }
+};
+
+// Calls f(Int<VEC>, Int<GROUP>, Int<ITEMS>, Int<THREADS>, blocks): the template arguments and the
+// grid of a packed row kernel over `rows` rows of HW elements (VEC: the 16-byte width when
+// `vectorised`, else 1; THREADS / GROUP rows per block).
+template <typename scalar_t, typename acc_t, typename F>
+void with_packed_launch(bool vectorised, int64_t rows, int64_t HW, F&& f) {
+  with_vec<scalar_t>(vectorised, [&](auto vec) {
+    with_packed_bucket<acc_t>(HW, [&](auto group, auto items) {
+      constexpr int kGroup = decltype(group)::value, kThreads = kPackedThreads(kGroup);
+      constexpr int kRowsPerBlock = kThreads / kGroup;
+      f(vec, group, items, Int<kThreads>{}, unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock));
+    });
+  });
+}
 
 // Threads of the NCHW split kernels.
 constexpr int kSplitThreads = 256;

@@ -80,13 +80,19 @@ __global__ void noise_bwd_kernel(const scalar_t* __restrict__ grad_y,           
   }
 }
 
+// Both entry points: x on CUDA, then the shared argument checks of noise.h.
+void check_noise_cuda_args(const char* op, const at::Tensor& x, const at::Tensor& noise, const at::Tensor& noise_weight,
+                           const std::optional<at::Tensor>& bias) {
+  check_on_cuda(op, "x", x);
+  check_noise_args(op, x, noise, noise_weight, bias);
+}
+
 at::Tensor noise_fwd_cuda(const at::Tensor& x,                    // [N, C, H, W]
                           const at::Tensor& noise,                // [N, 1, H, W]
                           const at::Tensor& noise_weight,         // [C] acc
                           const std::optional<at::Tensor>& bias,  // [C] acc, or None
                           bool act, double leaky_slope) {
-  check_on_cuda("noise_fwd", "x", x);
-  check_noise_args("noise_fwd", x, noise, noise_weight, bias);
+  check_noise_cuda_args("noise_fwd", x, noise, noise_weight, bias);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t C = x.size(1), HW = x.size(2) * x.size(3);
   auto y = at::empty_like(x);
@@ -116,8 +122,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> noise_bwd_cuda(
     const at::Tensor& noise_weight,         // [C] acc
     const std::optional<at::Tensor>& bias,  // [C] acc, or None
     bool act, double leaky_slope) {
-  check_on_cuda("noise_bwd", "x", x);
-  check_noise_args("noise_bwd", x, noise, noise_weight, bias);
+  check_noise_cuda_args("noise_bwd", x, noise, noise_weight, bias);
   check_tensor("noise_bwd", "grad_y", grad_y, x.device(), x.scalar_type(), x.sizes().vec(), "[N, C, H, W]");
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
@@ -142,14 +147,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> noise_bwd_cuda(
           partial_b.mutable_data_ptr<acc_t>(), int(C), int(HW), act ? acc_t(leaky_slope) : acc_t(1));
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
-    const unsigned blocks = unsigned((C + 255) / 256);
-    sum_over_n_kernel<acc_t><<<blocks, 256, 0, stream>>>(partial_wn.const_data_ptr<acc_t>(),
-                                                        grad_wn.mutable_data_ptr<acc_t>(), int(N), int(C));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    sum_over_n(partial_wn.const_data_ptr<acc_t>(), grad_wn.mutable_data_ptr<acc_t>(), int(N), int(C), stream);
     if (bias.has_value()) {
-      sum_over_n_kernel<acc_t><<<blocks, 256, 0, stream>>>(partial_b.const_data_ptr<acc_t>(),
-                                                          grad_b.mutable_data_ptr<acc_t>(), int(N), int(C));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      sum_over_n(partial_b.const_data_ptr<acc_t>(), grad_b.mutable_data_ptr<acc_t>(), int(N), int(C), stream);
     }
   });
   return {grad_x, grad_wn, grad_b};

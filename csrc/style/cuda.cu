@@ -1,7 +1,16 @@
-// Instance-norm style extraction on CUDA, on the row skeleton of cuda_common/rows.cuh (laid out
-// like adain/cuda.cu): the forward is cuda_common/row_norm.cuh's; the backward has packed rows
-// in registers and split/NHWC rows through chunk sums merged in a fixed order. The double
-// backward keeps one block per NCHW row.
+// Instance-norm style extraction on CUDA: the forward on cuda_common/row_norm.cuh, the backward
+// on cuda_common/row_grad.cuh, both on the row paths of cuda_common/rows.cuh (as adain/cuda.cu).
+// Passes over memory (full reads or writes of an x-sized tensor):
+//   packed rows (NCHW, HW <= 4096; 1024 in fp64), one kernel each way, the row in registers:
+//     forward  1 pass: read x, write y;   backward 1 pass: read g, x, write grad_x.
+//   split rows (longer NCHW rows, chunks of one block each) and NHWC rows, two kernels each way
+//   (one when the row is a single chunk: its second read then closely follows the first, mostly
+//   from L2):
+//     forward  chunk moments (read x), then fixed-order merge + normalise (read x, write y);
+//     backward chunk sums of g, g·cen, cen (read g, x), then grad_x (read g, x, write grad_x).
+//   then grad_bias: a fixed-order sum of [splits·N, C] partials (no x-sized data).
+// The double backward (style_bwd2, NCHW) keeps one block per row: five row sums (read g, x,
+// gg_x), then g_grad_y and g_x (read g, x, gg_x, write both).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
@@ -16,13 +25,14 @@
 #include "style.h"
 #include "../cuda_common/launch.cuh"
 #include "../cuda_common/reduce.cuh"
+#include "../cuda_common/row_grad.cuh"
 #include "../cuda_common/row_norm.cuh"
 #include "../cuda_common/rows.cuh"
 
 namespace alae_fast {
 namespace {
 
-// Per-row constants: the bias, the slope, and (backward) the statistics and their gradients.
+// Per-row constants: the bias and the slope (the backward adds the statistics, StyleGradRow).
 template <typename acc_t>
 struct StyleRow {
   acc_t b, slope;
@@ -51,168 +61,73 @@ struct StyleFwd {
   __device__ __forceinline__ acc_t stat(acc_t var, acc_t) const { return sqrt(var); }
 };
 
-// Backward from grad_y and grad_stats = (d mean | d std):
+// Backward (cuda_common/row_grad.cuh) from grad_y and grad_stats = (d mean | d std):
 //   dt = rstd·(g − mean(g) − cen·rstd·mean(g·cen·rstd)) + g_mean + g_std·cen,  cen = t − mean,
 // with g_mean = d mean / HW and g_std = d std / (HW·std) (0 where std is 0: sqrt's gradient
-// there is taken as 0); dpre = dt·lrelu'(pre). The stored mean is an fp32 rounding: a first
-// pass also sums cen, and cen is re-centred by its mean, so that Σ cen and Σ dpre (the bias
+// there is taken as 0); dpre = dt·lrelu'(pre). The stored mean is an fp32 rounding: the row
+// sums also give Σ cen, and cen is re-centred by its mean, so that Σ cen and Σ dpre (the bias
 // gradient) do not pick up HW times that rounding on rows with |mean| ≫ std.
 template <typename acc_t>
-struct StyleGrad {
-  acc_t mean, rstd, g_mean, g_std, mean_cen, mean_g, mean_gx;
-  __device__ __forceinline__ StyleGrad(const acc_t* stats, const acc_t* grad_stats, int n, int c, int C, int HW,
-                                       acc_t eps) {
+struct StyleGradRow : StyleRow<acc_t> {
+  acc_t mean, rstd, g_mean, g_std, mean_cen = acc_t(0), mean_g = acc_t(0), mean_gx = acc_t(0);
+  __device__ __forceinline__ StyleGradRow(const acc_t* bias, const acc_t* stats, const acc_t* grad_stats, int n, int c,
+                                          int C, int HW, acc_t eps, acc_t slope)
+      : StyleRow<acc_t>{bias[c], slope} {
     const acc_t inv_hw = quotient(acc_t(1), acc_t(HW)), sd = stats[int64_t(n) * 2 * C + C + c];
     mean = stats[int64_t(n) * 2 * C + c];
     rstd = rsqrt(sd * sd + eps);
     g_mean = grad_stats[int64_t(n) * 2 * C + c] * inv_hw;
     g_std = sd == acc_t(0) ? acc_t(0) : quotient(grad_stats[int64_t(n) * 2 * C + C + c] * inv_hw, sd);
-    mean_cen = mean_g = mean_gx = acc_t(0);
   }
-  __device__ __forceinline__ acc_t centred(const StyleRow<acc_t>& r, acc_t pre) const {
-    return leaky(pre, r.slope) - mean - mean_cen;
-  }
-  // From the first pass's sums (Σ g | Σ g·cen | Σ cen), cen not yet re-centred.
+  // cen, re-centred once set_sums ran.
+  __device__ __forceinline__ acc_t centred(acc_t pre) const { return leaky(pre, this->slope) - mean - mean_cen; }
+  // From the row sums (Σ g | Σ g·cen | Σ cen), cen not yet re-centred.
   __device__ __forceinline__ void set_sums(const acc_t (&s)[3], int HW) {
     const acc_t inv_hw = quotient(acc_t(1), acc_t(HW));
     mean_cen = s[2] * inv_hw;
     mean_g = s[0] * inv_hw;
     mean_gx = (s[1] - mean_cen * s[0]) * inv_hw * rstd;  // mean of g·xhat
   }
-  __device__ __forceinline__ acc_t dpre(const StyleRow<acc_t>& r, acc_t pre, acc_t g) const {
-    const acc_t cen = centred(r, pre);
-    return (rstd * (g - mean_g - cen * rstd * mean_gx) + g_mean + g_std * cen) * leaky_grad(pre, r.slope);
+  __device__ __forceinline__ acc_t dpre(acc_t pre, acc_t g) const {
+    const acc_t cen = centred(pre);
+    return (rstd * (g - mean_g - cen * rstd * mean_gx) + g_mean + g_std * cen) * leaky_grad(pre, this->slope);
   }
 };
 
-// Packed rows. Writes grad_x and the row's Σ dpre (grad_bias's partial).
-template <typename scalar_t, int VEC, int GROUP, int ITEMS, int THREADS>
-__global__ void __launch_bounds__(THREADS, min_blocks_per_sm(THREADS)) style_bwd_packed_kernel(
-    const scalar_t* __restrict__ grad_y,                      // [N*C, HW]
-    const at::opmath_type<scalar_t>* __restrict__ grad_stats,  // [N, 2C]
-    const scalar_t* __restrict__ x,                           // [N*C, HW]
-    const at::opmath_type<scalar_t>* __restrict__ bias,        // [C]
-    const at::opmath_type<scalar_t>* __restrict__ stats,       // [N, 2C] (mean | std)
-    scalar_t* __restrict__ grad_x,                            // [N*C, HW]
-    at::opmath_type<scalar_t>* __restrict__ partial_b,         // [1, N*C]
-    int rows, int C, int HW, at::opmath_type<scalar_t> eps, at::opmath_type<scalar_t> slope) {
+// The backward on the shared row skeleton; one parameter partial, Σ dpre (grad_bias).
+template <typename scalar_t_>
+struct StyleBwd {
+  using scalar_t = scalar_t_;
   using acc_t = at::opmath_type<scalar_t>;
-  constexpr int NV = ITEMS / VEC;  // vectors per lane
-  const int lane = threadIdx.x % GROUP, row = blockIdx.x * (THREADS / GROUP) + threadIdx.x / GROUP;
-  const bool in_range = row < rows;
-  const int hw = in_range ? HW : 0, n = in_range ? row / C : 0, c = in_range ? row % C : 0;
-  const int64_t base = int64_t(row) * HW;
-  const StyleRow<acc_t> r{bias[c], slope};
-  StyleGrad<acc_t> grad(stats, grad_stats, n, c, C, HW, eps);
-  acc_t pre[ITEMS], g[ITEMS];
-  acc_t s[3] = {acc_t(0), acc_t(0), acc_t(0)};  // Σ g, Σ g·cen, Σ cen
-#pragma unroll
-  for (int j = 0; j < NV; ++j) {
-    const int p = (j * GROUP + lane) * VEC;
-    if (p < hw) {
-      acc_t gv[VEC], xv[VEC];
-      load_acc<VEC>(grad_y, base + p, gv);
-      load_acc<VEC>(x, base + p, xv);
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        g[j * VEC + k] = gv[k];
-        pre[j * VEC + k] = r.pre(xv[k]);
-        const acc_t cen = grad.centred(r, pre[j * VEC + k]);
-        s[0] += gv[k];
-        s[1] += gv[k] * cen;
-        s[2] += cen;
-      }
-    }
-  }
-  sum_group<GROUP>(s);
-  grad.set_sums(s, HW);
-  acc_t q[1] = {acc_t(0)};  // Σ dpre
-#pragma unroll
-  for (int j = 0; j < NV; ++j) {
-    const int p = (j * GROUP + lane) * VEC;
-    if (p < hw) {
-      acc_t out[VEC];
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        out[k] = grad.dpre(r, pre[j * VEC + k], g[j * VEC + k]);
-        q[0] += out[k];
-      }
-      store_acc<VEC>(grad_x, base + p, out);
-    }
-  }
-  sum_group<GROUP>(q);
-  if (in_range && lane == 0) partial_b[row] = q[0];
-}
+  using Row = StyleGradRow<acc_t>;
+  static constexpr int kParams = 1;
+  const scalar_t* grad_y;   // like x
+  const acc_t* grad_stats;  // [N, 2C] (d mean | d std)
+  const scalar_t* x;        // [N, C, H, W] (NCHW or NHWC)
+  const acc_t* bias;        // [C]
+  const acc_t* stats;       // [N, 2C] (mean | std)
+  int C, HW;
+  acc_t eps, slope;
 
-// Split rows, pass 1: chunk sums (Σ g | Σ g·cen | Σ cen).
-template <typename scalar_t, typename Tile>
-__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) style_bwd_sums_kernel(
-    const scalar_t* __restrict__ grad_y,                      // like x
-    const at::opmath_type<scalar_t>* __restrict__ grad_stats,  // [N, 2C]
-    const scalar_t* __restrict__ x,                           // [N, C, H, W] (NCHW or NHWC)
-    const at::opmath_type<scalar_t>* __restrict__ bias,        // [C]
-    const at::opmath_type<scalar_t>* __restrict__ stats,       // [N, 2C] (mean | std)
-    at::opmath_type<scalar_t>* __restrict__ partial_s,         // [3, splits, N*C]
-    int C, int HW, int chunk, at::opmath_type<scalar_t> eps, at::opmath_type<scalar_t> slope) {
-  using acc_t = at::opmath_type<scalar_t>;
-  constexpr int VEC = Tile::kVec;
-  const Tile tile(C, HW, chunk);
-  const int c = tile.active() ? tile.c : 0;
-  const StyleRow<acc_t> r{bias[c], slope};
-  const StyleGrad<acc_t> grad(stats, grad_stats, tile.n, c, C, HW, eps);
-  acc_t s[3] = {acc_t(0), acc_t(0), acc_t(0)};
-  tile.for_each([&](int p) {
-    acc_t gv[VEC], xv[VEC];
-    load_acc<VEC>(grad_y, tile.x_at(p), gv);
-    load_acc<VEC>(x, tile.x_at(p), xv);
+  __device__ __forceinline__ Row row(int n, int c) const {
+    return Row(bias, stats, grad_stats, n, c, C, HW, eps, slope);
+  }
+  template <int VEC>
+  __device__ __forceinline__ void load(const Row& r, int64_t x_index, int64_t, acc_t (&g)[VEC],
+                                       acc_t (&pre)[VEC]) const {
+    load_acc<VEC>(grad_y, x_index, g);
+    load_acc<VEC>(x, x_index, pre);
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) {
-      const acc_t cen = grad.centred(r, r.pre(xv[k]));
-      s[0] += gv[k];
-      s[1] += gv[k] * cen;
-      s[2] += cen;
-    }
-  });
-  tile.sum(s);
-  if (tile.writes_row()) store_chunk_sums(partial_s, tile.rows, tile.splits, tile.split, tile.row, s);
-}
-
-// Split rows, pass 2: grad_x of one chunk and its Σ dpre.
-template <typename scalar_t, typename Tile>
-__global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThreads)) style_bwd_apply_kernel(
-    const scalar_t* __restrict__ grad_y,                      // like x
-    const at::opmath_type<scalar_t>* __restrict__ grad_stats,  // [N, 2C]
-    const scalar_t* __restrict__ x,                           // [N, C, H, W] (NCHW or NHWC)
-    const at::opmath_type<scalar_t>* __restrict__ bias,        // [C]
-    const at::opmath_type<scalar_t>* __restrict__ stats,       // [N, 2C] (mean | std)
-    const at::opmath_type<scalar_t>* __restrict__ partial_s,   // [3, splits, N*C] (Σ g | Σ g·cen | Σ cen)
-    scalar_t* __restrict__ grad_x,                            // like x
-    at::opmath_type<scalar_t>* __restrict__ partial_b,         // [splits, N*C]
-    int C, int HW, int chunk, at::opmath_type<scalar_t> eps, at::opmath_type<scalar_t> slope) {
-  using acc_t = at::opmath_type<scalar_t>;
-  constexpr int VEC = Tile::kVec;
-  const Tile tile(C, HW, chunk);
-  const int c = tile.active() ? tile.c : 0;
-  const StyleRow<acc_t> r{bias[c], slope};
-  StyleGrad<acc_t> grad(stats, grad_stats, tile.n, c, C, HW, eps);
-  acc_t s[3];
-  row_sums(partial_s, tile.rows, tile.splits, tile.row, s);
-  grad.set_sums(s, HW);
-  acc_t q[1] = {acc_t(0)};
-  tile.for_each([&](int p) {
-    acc_t gv[VEC], xv[VEC];
-    load_acc<VEC>(grad_y, tile.x_at(p), gv);
-    load_acc<VEC>(x, tile.x_at(p), xv);
+    for (int k = 0; k < VEC; ++k) pre[k] = r.pre(pre[k]);
+  }
+  template <int VEC>
+  __device__ __forceinline__ void add_params(const Row&, int64_t, const acc_t (&dpre)[VEC],
+                                             acc_t (&q)[kParams]) const {
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) {
-      gv[k] = grad.dpre(r, r.pre(xv[k]), gv[k]);
-      q[0] += gv[k];
-    }
-    store_acc<VEC>(grad_x, tile.x_at(p), gv);
-  });
-  tile.sum(q);
-  if (tile.writes_row()) store_chunk_sums(partial_b, tile.rows, tile.splits, tile.split, tile.row, q);
-}
+    for (int k = 0; k < VEC; ++k) q[0] += dpre[k];
+  }
+  __device__ __forceinline__ void store_row(const Row&, const acc_t (&)[3], int, int) const {}
+};
 
 // Backward of the backward (R1's second order); the formulas are those of csrc/cpu/style.cpp's style_bwd2.
 // Two passes over the row: five row sums, then g_grad_y and g_x.
@@ -283,7 +198,6 @@ std::tuple<at::Tensor, at::Tensor> style_fwd_cuda(const at::Tensor& x,     // [N
   auto stats = at::zeros({N, 2 * C}, bias.options());
   if (x.numel() == 0) return {y, stats};
   const RowPlan plan = plan_rows(N, C, HW, nhwc, x.scalar_type() == at::kDouble, sm_count());
-  auto partial = at::empty({plan.packed ? 0 : 2 * plan.splits * N * C}, bias.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "style_fwd_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const bool vectorised =
@@ -291,7 +205,7 @@ std::tuple<at::Tensor, at::Tensor> style_fwd_cuda(const at::Tensor& x,     // [N
     const StyleFwd<scalar_t> op{x.const_data_ptr<scalar_t>(), bias.const_data_ptr<acc_t>(), acc_t(eps),
                                 acc_t(leaky_slope)};
     launch_row_norm(op, y.mutable_data_ptr<scalar_t>(), stats.mutable_data_ptr<acc_t>(), plan, nhwc, vectorised, N,
-                    C, HW, partial, c10::cuda::getCurrentCUDAStream());
+                    C, HW, bias.options(), c10::cuda::getCurrentCUDAStream());
   });
   return {y, stats};
 }
@@ -316,47 +230,15 @@ std::tuple<at::Tensor, at::Tensor> style_bwd_cuda(const at::Tensor& grad_y,     
   auto grad_b = at::zeros_like(bias);
   if (x.numel() == 0) return {grad_x, grad_b};
   const RowPlan plan = plan_rows(N, C, HW, nhwc, x.scalar_type() == at::kDouble, sm_count());
-  auto partial_b = at::empty({plan.splits, N * C}, bias.options());  // Σ dpre per chunk, summed below in order
-  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "style_bwd_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const bool vectorised = !nhwc && HW % vec16<scalar_t>() == 0 && aligned16(grad_y.const_data_ptr()) &&
                             aligned16(x.const_data_ptr()) && aligned16(grad_x.const_data_ptr());
-    if (plan.packed) {
-      with_vec<scalar_t>(vectorised, [&](auto vec) {
-        with_packed_bucket<acc_t>(HW, [&](auto group, auto items) {
-          constexpr int kGroup = decltype(group)::value, kThreads = kPackedThreads(kGroup);
-          const unsigned blocks = unsigned((N * C + kThreads / kGroup - 1) / (kThreads / kGroup));
-          style_bwd_packed_kernel<scalar_t, decltype(vec)::value, kGroup, decltype(items)::value, kThreads>
-              <<<blocks, kThreads, 0, stream>>>(
-                  grad_y.const_data_ptr<scalar_t>(), grad_stats.const_data_ptr<acc_t>(),
-                  x.const_data_ptr<scalar_t>(), bias.const_data_ptr<acc_t>(), stats.const_data_ptr<acc_t>(),
-                  grad_x.mutable_data_ptr<scalar_t>(), partial_b.mutable_data_ptr<acc_t>(), int(N * C), int(C),
-                  int(HW), acc_t(eps), acc_t(leaky_slope));
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
-        });
-      });
-    } else {
-      auto partial_s = at::empty({3, plan.splits, N * C}, bias.options());
-      with_split_tile<scalar_t>(nhwc, vectorised, plan, N, C, [&](auto tile, dim3 grid, dim3 block) {
-        using Tile = typename decltype(tile)::type;
-        style_bwd_sums_kernel<scalar_t, Tile><<<grid, block, 0, stream>>>(
-            grad_y.const_data_ptr<scalar_t>(), grad_stats.const_data_ptr<acc_t>(), x.const_data_ptr<scalar_t>(),
-            bias.const_data_ptr<acc_t>(), stats.const_data_ptr<acc_t>(), partial_s.mutable_data_ptr<acc_t>(), int(C),
-            int(HW), plan.chunk, acc_t(eps), acc_t(leaky_slope));
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-        style_bwd_apply_kernel<scalar_t, Tile><<<grid, block, 0, stream>>>(
-            grad_y.const_data_ptr<scalar_t>(), grad_stats.const_data_ptr<acc_t>(), x.const_data_ptr<scalar_t>(),
-            bias.const_data_ptr<acc_t>(), stats.const_data_ptr<acc_t>(), partial_s.const_data_ptr<acc_t>(),
-            grad_x.mutable_data_ptr<scalar_t>(), partial_b.mutable_data_ptr<acc_t>(), int(C), int(HW), plan.chunk,
-            acc_t(eps), acc_t(leaky_slope));
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      });
-    }
-    // partial_b is [splits·N, C]: summed over its rows in order.
-    sum_over_n_kernel<acc_t><<<unsigned((C + 255) / 256), 256, 0, stream>>>(
-        partial_b.const_data_ptr<acc_t>(), grad_b.mutable_data_ptr<acc_t>(), int(plan.splits * N), int(C));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const StyleBwd<scalar_t> op{grad_y.const_data_ptr<scalar_t>(), grad_stats.const_data_ptr<acc_t>(),
+                                x.const_data_ptr<scalar_t>(), bias.const_data_ptr<acc_t>(),
+                                stats.const_data_ptr<acc_t>(), int(C), int(HW), acc_t(eps), acc_t(leaky_slope)};
+    launch_row_grad(op, grad_x.mutable_data_ptr<scalar_t>(), {grad_b.mutable_data_ptr<acc_t>()}, plan, nhwc,
+                    vectorised, N, C, HW, bias.options(), c10::cuda::getCurrentCUDAStream());
   });
   return {grad_x, grad_b};
 }
@@ -405,9 +287,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> style_bwd2_cuda(
     } else {
       launch(Int<256>{});
     }
-    sum_over_n_kernel<acc_t><<<unsigned((C + 255) / 256), 256, 0, stream>>>(
-        partial_b.const_data_ptr<acc_t>(), g_b.mutable_data_ptr<acc_t>(), int(N), int(C));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    sum_over_n(partial_b.const_data_ptr<acc_t>(), g_b.mutable_data_ptr<acc_t>(), int(N), int(C), stream);
   });
   return {g_grad_y, g_stats, g_x, g_b};
 }
