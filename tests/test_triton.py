@@ -64,10 +64,17 @@ def test_looped_path_is_reached():
 
 
 @interpreter
-def test_second_order_style():
-    """R1 path: grad of grad through the Triton first backward equals the reference's."""
-    x = torch.randn(2, 3, 3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    bias = torch.randn(3, dtype=torch.float64)
+@pytest.mark.parametrize("path", ["single", "looped", "split", "split-nhwc"])
+def test_second_order_style(path, request):
+    """R1 path: grad of grad through the Triton first backward equals the reference's, on every path
+    of the double backward."""
+    shape = {"single": (2, 3, 3, 5), "looped": LOOPED}.get(path, SPLIT_SHAPE)
+    if path.startswith("split"):
+        request.getfixturevalue("split_rows")
+    x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    if path.endswith("nhwc"):
+        x = x.contiguous(memory_format=CL)
+    bias = torch.randn(shape[1], dtype=torch.float64)
 
     def r1(impl):
         xi, bi = x.clone().requires_grad_(), bias.clone().requires_grad_()

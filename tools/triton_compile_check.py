@@ -52,11 +52,13 @@ def row_variants(act, par, c, single, split, tag):
             yield rows._bwd_sums_kernel, pointers, loop, f"bwd_sums {label}"
         yield rows._fwd_kernel, pointers, dict(flags, SINGLE=single, SPLIT_BLOCK=8), f"fwd {label}"
         yield rows._bwd_kernel, pointers, dict(flags, SPLIT_BLOCK=8), f"bwd {label}"
-    if split == 1:
-        yield style._style_bwd2_kernel, {**act("grad_y_ptr", "x_ptr", "gg_x_ptr", "g_grad_y_ptr", "g_x_ptr"),
-                                         **par("grad_stats_ptr", "b_ptr", "stats_ptr", "gg_b_ptr", "g_stats_ptr",
-                                               "part_b_ptr")}, \
-            dict(c, SINGLE=single, HAS_GGX=True, HAS_GGB=single), f"style_bwd2 {tag}"
+    bwd2 = {**act("grad_y_ptr", "x_ptr", "gg_x_ptr", "g_grad_y_ptr", "g_x_ptr"),
+            **par("b_ptr", "gg_b_ptr", "stats_ptr", "grad_stats_ptr", "parts_ptr", "g_stats_ptr", "part_b_ptr")}
+    flags = {k: v for k, v in c.items() if k != "EPS"}
+    flags.update(HAS_GGX=True, HAS_GGB=single)
+    if not single:
+        yield style._style_bwd2_sums_kernel, bwd2, flags, f"style_bwd2_sums {tag}"
+    yield style._style_bwd2_kernel, bwd2, dict(flags, EPS=c["EPS"], SPLIT_BLOCK=8), f"style_bwd2 {tag}"
 
 
 def variants():
