@@ -3,7 +3,8 @@
     compute-sanitizer --tool memcheck python3 tools/launch_every_kernel.py [--backends cuda,triton]
     compute-sanitizer --tool racecheck python3 tools/launch_every_kernel.py --small --dtypes fp32
 
-Each op runs forward and backward in every dtype at shapes that reach every path of the
+Each op runs forward and backward (style_extract and blend_down also their double backward, the R1
+path) in every dtype at shapes that reach every path of the
 kernels: H·W = 1, odd rows, rows either side of the CUDA packed-row buckets (64, 256, 1K, 4K
 elements, with a partly filled last block) and into the split path, vector-width rows, and
 storage that is not 16-byte aligned (the scalar path); noise_inject also without bias and
@@ -36,6 +37,7 @@ ROW_SHAPES = [(2, 3, 1, 1), (2, 3, 5, 7), (3, 5, 7, 9), (3, 3, 15, 17), (1, 2, 3
               (1, 2, 127, 129), (1, 2, 131, 127), (2, 4, 8, 16)]
 ROW_OPS = ("modulated_adain", "style_extract")
 ROW_VARIANT_SHAPES = [(1, 2, 31, 33), (2, 40, 8, 16)]  # NHWC and split-row launches of ROW_OPS
+SECOND_ORDER_OPS = ("style_extract", "blend_down")  # their double backward (R1) runs as kernels too
 EVEN_SHAPES = [(2, 3, 2, 2), (2, 3, 6, 10), (1, 3, 34, 66), (2, 4, 16, 32)]
 SMALL_SHAPES = [(2, 3, 5, 7), (2, 3, 6, 10)]
 
@@ -67,8 +69,13 @@ def launch(case, shape, dtype, backend, device, misaligned: bool, variant: str =
                 for a in args]
     args = [a.requires_grad_(i in case.differentiable) if isinstance(a, torch.Tensor) else a
             for i, a in enumerate(args)]
+    inputs = [args[i] for i in case.differentiable]
     outs = case.run(args, backend)
-    grads = torch.autograd.grad(outs, [args[i] for i in case.differentiable], [torch.ones_like(o) for o in outs])
+    second = case.name in SECOND_ORDER_OPS
+    grads = torch.autograd.grad(outs, inputs, [torch.ones_like(o) for o in outs], create_graph=second)
+    if second:
+        grads += torch.autograd.grad(sum(g.square().sum() for g in grads), inputs, allow_unused=True)
+        grads = tuple(g for g in grads if g is not None)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     bad = [k for k, t in enumerate((*outs, *grads)) if not torch.isfinite(t).all()]
@@ -78,7 +85,8 @@ def launch(case, shape, dtype, backend, device, misaligned: bool, variant: str =
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backends", default="cuda,triton", help="comma list of cuda, triton, cpu (default cuda,triton)")
+    parser.add_argument("--backends", default="cuda,triton",
+                        help="comma list of cuda, triton, cpu (default cuda,triton)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--dtypes", default=",".join(DTYPES), help=f"comma list of {', '.join(DTYPES)} (default all)")
     parser.add_argument("--small", action="store_true", help="one small shape per op (for racecheck)")
@@ -114,7 +122,8 @@ def main() -> int:
                     finally:
                         os.environ.pop("ALAE_FAST_CUDA_ROW_CHUNK", None)
                     launches += 1
-    print(f"launch_every_kernel: {launches} forward+backward launches on {args.backends} ({device}), "
+    print(f"launch_every_kernel: {launches} forward+backward launches on {args.backends} ({device}), the double "
+          f"backward too for {', '.join(SECOND_ORDER_OPS)}, "
           f"{len(dtypes)} dtype(s), all synchronised without error")
     return 0
 
