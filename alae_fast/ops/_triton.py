@@ -241,6 +241,21 @@ def combine_moments(mean_ptr, m2_ptr, count_ptr, sum_ptr, rows, row_ok, SPLIT, S
 
 
 @triton.jit
+def store_partials(parts_ptr, rows, row_ok, part, NC, SPLIT, a, b, c, d, e, COUNT: tl.constexpr):
+    """The first COUNT (3 to 5) of the chunk partials a..e [R] of rows [R], at chunk `part` of parts
+    [COUNT, N*C, SPLIT]."""
+    slot = parts_ptr + rows * SPLIT + part
+    stride = NC * SPLIT
+    tl.store(slot, a, mask=row_ok)
+    tl.store(slot + stride, b, mask=row_ok)
+    tl.store(slot + 2 * stride, c, mask=row_ok)
+    if COUNT > 3:
+        tl.store(slot + 3 * stride, d, mask=row_ok)
+    if COUNT > 4:
+        tl.store(slot + 4 * stride, e, mask=row_ok)
+
+
+@triton.jit
 def combine_sums(part_ptr, rows, row_ok, SPLIT, SPLIT_BLOCK: tl.constexpr):
     """Σ over the SPLIT chunk partials of each of rows [R], in a fixed order."""
     idx = rows[:, None] * SPLIT + tl.arange(0, SPLIT_BLOCK)[None, :]  # [R, SPLIT_BLOCK]

@@ -20,8 +20,8 @@ import triton.language as tl
 
 from alae_fast.ops._triton import (RowKernel, centred_grad_terms, chunk_partials, combine_moments, combine_sums, const,
                                    empty_act, first_chunk, kink_base, kink_terms, leaky, leaky_grad, match_layout,
-                                   narrow, pixel, row_base, row_chunk, row_moments, row_split, settle_mean, tl_acc,
-                                   welford_combine, welford_update)
+                                   narrow, pixel, row_base, row_chunk, row_moments, row_split, settle_mean,
+                                   store_partials, tl_acc, welford_combine, welford_update)
 
 
 @triton.jit
@@ -93,12 +93,7 @@ def _moments_kernel(
     pivot = _row_pivot(x_row, noise_row, row_ok, wn, b, slope, C, ACC, NHWC, MODULATED)
     mean, m2, count, total = _chunk_moments(x_row, noise_row, cols, row_ok, lo, hi, wn, b, slope, pivot, C, ACC,
                                             NHWC, MODULATED, BLOCK, ROWS)
-    slot = parts_ptr + rows * SPLIT + part
-    stride = NC * SPLIT
-    tl.store(slot, mean, mask=row_ok)
-    tl.store(slot + stride, m2, mask=row_ok)
-    tl.store(slot + 2 * stride, count, mask=row_ok)
-    tl.store(slot + 3 * stride, total, mask=row_ok)
+    store_partials(parts_ptr, rows, row_ok, part, NC, SPLIT, mean, m2, count, total, total, 4)
 
 
 @triton.jit
@@ -227,11 +222,7 @@ def _bwd_sums_kernel(
     mean = tl.load(stats_ptr + n * 2 * C + c, mask=row_ok, other=0)[:, None]
     sum_g, sum_gc, sum_c = _chunk_grad_sums(grad_y_ptr + base, x_ptr + base, noise_row, cols, row_ok, lo, hi, wn, b,
                                             mean, const(SLOPE, ACC), C, ACC, NHWC, MODULATED, BLOCK, ROWS)
-    slot = parts_ptr + rows * SPLIT + part
-    stride = NC * SPLIT
-    tl.store(slot, sum_g, mask=row_ok)
-    tl.store(slot + stride, sum_gc, mask=row_ok)
-    tl.store(slot + 2 * stride, sum_c, mask=row_ok)
+    store_partials(parts_ptr, rows, row_ok, part, NC, SPLIT, sum_g, sum_gc, sum_c, sum_c, sum_c, 3)
 
 
 @triton.jit

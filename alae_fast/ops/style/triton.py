@@ -13,7 +13,7 @@ import triton.language as tl
 
 from alae_fast.ops._triton import (RowKernel, acc_dtype, check_activation, check_tensor, chunk_partials, combine_sums,
                                    const, empty_act, first_chunk, leaky, leaky_grad, match_layout, narrow, pixel,
-                                   row_base, row_chunk, row_split, tl_acc)
+                                   row_base, row_chunk, row_split, store_partials, tl_acc)
 from alae_fast.ops._triton_rows import norm_rows_bwd, norm_rows_fwd
 
 
@@ -78,13 +78,7 @@ def _style_bwd2_sums_kernel(
         ROWS)
     s_g, s_gc, s_u, s_uc, s_ug = _bwd2_chunk_sums(x_row, g_row, q_row, cols, row_ok, lo, hi, b, qb, mean,
                                                   const(SLOPE, ACC), C, ACC, NHWC, HAS_GGX, BLOCK, ROWS)
-    slot = parts_ptr + rows * SPLIT + part
-    stride = NC * SPLIT
-    tl.store(slot, s_g, mask=row_ok)
-    tl.store(slot + stride, s_gc, mask=row_ok)
-    tl.store(slot + 2 * stride, s_u, mask=row_ok)
-    tl.store(slot + 3 * stride, s_uc, mask=row_ok)
-    tl.store(slot + 4 * stride, s_ug, mask=row_ok)
+    store_partials(parts_ptr, rows, row_ok, part, NC, SPLIT, s_g, s_gc, s_u, s_uc, s_ug, 5)
 
 
 @triton.jit
