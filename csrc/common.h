@@ -3,10 +3,18 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
+#include <torch/library.h>
 
 #include <limits>
 #include <string>
 #include <vector>
+
+// Registers the kernels <name>_<backend> of this translation unit as the DEVICE (CPU, CUDA)
+// implementations of alae_fast_C::<name>, for each name of an op's list KERNELS (ALAE_FAST_<OP>_KERNELS
+// in the op's header, the one place that names its kernels).
+#define ALAE_FAST_IMPL_KERNEL(name, backend) m.impl(#name, &name##_##backend);
+#define ALAE_FAST_REGISTER_KERNELS(KERNELS, DEVICE, backend) \
+  TORCH_LIBRARY_IMPL(alae_fast_C, DEVICE, m) { KERNELS(ALAE_FAST_IMPL_KERNEL, backend) }
 
 #ifdef __CUDACC__
 #define ALAE_HOST_DEVICE __host__ __device__ __forceinline__

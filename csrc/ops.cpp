@@ -1,5 +1,5 @@
-// Schemas of the kernel-level ops. CPU kernels live in csrc/cpu, CUDA kernels in csrc/cuda;
-// each registers itself with TORCH_LIBRARY_IMPL(alae_fast_C, <device>, m).
+// Schemas of the kernel-level ops. Each op's kernels live in csrc/<op>/cpu.cpp and csrc/<op>/cuda.cu,
+// which register them with ALAE_FAST_REGISTER_KERNELS (common.h).
 // The autograd-aware public ops (alae_fast::*) are defined in Python (alae_fast/ops).
 #include <torch/library.h>
 

@@ -190,6 +190,25 @@ def kernel(backend: str, name: str):
     raise ValueError(f"no kernels for backend {backend!r}")
 
 
+
+def kernel_op(name: str, kernel_name: str, *constants):
+    """Declares the custom op alae_fast::<name> from its fake implementation.
+
+    The decorated function gives the schema (its annotated signature, ending in `backend: str`)
+    and, for tracing, the outputs' shapes and layouts. The op runs the backend's kernel
+    `kernel_name` on the other arguments followed by `constants` (the op's fixed eps, slope).
+    """
+    def declare(fake):
+        def run(*args):
+            *operands, backend = args
+            return kernel(backend, kernel_name)(*operands, *constants)
+
+        schema = torch.library.infer_schema(fake, mutates_args=())
+        op = torch.library.custom_op(f"alae_fast::{name}", run, mutates_args=(), schema=schema)
+        op.register_fake(fake)
+        return op
+    return declare
+
 # Backends whose kernels read and write channels_last activations in place (others get NCHW copies):
 # every Triton op, and the CUDA instance-norm rows (adain, style forward and backward).
 NHWC_BACKENDS = ("triton",)

@@ -3,6 +3,9 @@
 
 #include "../common.h"
 
+// The kernels every backend implements, as adain_fwd_<backend>, ... (ALAE_FAST_REGISTER_KERNELS).
+#define ALAE_FAST_ADAIN_KERNELS(X, backend) X(adain_fwd, backend) X(adain_bwd, backend)
+
 namespace alae_fast {
 
 inline void check_adain_args(const char* op, const at::Tensor& x, const at::Tensor& noise,

@@ -7,7 +7,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
-#include <torch/library.h>
 
 #include <cmath>
 
@@ -142,9 +141,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> adain_bwd_cpu(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(alae_fast_C, CPU, m) {
-  m.impl("adain_fwd", &adain_fwd_cpu);
-  m.impl("adain_bwd", &adain_bwd_cpu);
-}
+ALAE_FAST_REGISTER_KERNELS(ALAE_FAST_ADAIN_KERNELS, CPU, cpu)
 
 }  // namespace alae_fast

@@ -19,7 +19,6 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
 
 #include "adain.h"
 #include "../cuda_common/launch.cuh"
@@ -45,9 +44,7 @@ struct AdainRow {
 // The forward on the shared row skeleton: t = lrelu(x + wn·noise + b), y = (t − mean)·rstd·gain + shift.
 template <typename scalar_t_>
 struct AdainFwd {
-  using scalar_t = scalar_t_;
-  using acc_t = at::opmath_type<scalar_t>;
-  using Row = AdainRow<acc_t>;
+  ALAE_FAST_ROW_OP_TYPES(scalar_t_, AdainRow);
   const scalar_t* x;         // [N, C, H, W] (NCHW or NHWC)
   const scalar_t* noise;     // [N, HW]
   const acc_t* noise_weight;  // [C]
@@ -78,26 +75,19 @@ struct AdainFwd {
 // arithmetic) do not pick up HW times that rounding on rows with |mean| ≫ std.
 
 template <typename acc_t>
-struct AdainGradRow : AdainRow<acc_t> {
-  acc_t mean, rstd, mean_xhat = acc_t(0), mean_g = acc_t(0), mean_gx = acc_t(0);
+struct AdainGradRow : AdainRow<acc_t>, RowGradMeans<acc_t> {
+  acc_t mean, rstd;
   __device__ __forceinline__ AdainGradRow(const acc_t* noise_weight, const acc_t* bias, const acc_t* style,
                                           const acc_t* stats, int n, int c, int C, acc_t slope)
       : AdainRow<acc_t>(noise_weight, bias, style, n, c, C, slope), mean(stats[int64_t(n) * 2 * C + c]),
         rstd(stats[int64_t(n) * 2 * C + C + c]) {}
-  // xhat, re-centred once set_sums ran.
+  // xhat, re-centred once set_sums ran (u = xhat in RowGradMeans).
   __device__ __forceinline__ acc_t centred(acc_t pre) const {
-    return (leaky(pre, this->slope) - mean) * rstd - mean_xhat;
+    return (leaky(pre, this->slope) - mean) * rstd - this->mean_u;
   }
-  // From the row sums (Σ g | Σ g·xhat | Σ xhat), xhat not yet re-centred.
-  __device__ __forceinline__ void set_sums(const acc_t (&s)[3], int HW) {
-    const acc_t inv_hw = quotient(acc_t(1), acc_t(HW));
-    mean_xhat = s[2] * inv_hw;
-    mean_g = s[0] * inv_hw;
-    mean_gx = (s[1] - mean_xhat * s[0]) * inv_hw;
-  }
-  __device__ __forceinline__ acc_t grad_scale(const acc_t (&s)[3]) const { return s[1] - mean_xhat * s[0]; }
+  __device__ __forceinline__ acc_t grad_scale(const acc_t (&s)[3]) const { return s[1] - this->mean_u * s[0]; }
   __device__ __forceinline__ acc_t dpre(acc_t pre, acc_t g) const {
-    return this->gain * rstd * (g - mean_g - centred(pre) * mean_gx) * leaky_grad(pre, this->slope);
+    return this->gain * rstd * (g - this->mean_g - centred(pre) * this->mean_gu) * leaky_grad(pre, this->slope);
   }
 };
 
@@ -105,9 +95,7 @@ struct AdainGradRow : AdainRow<acc_t> {
 // grad_bias and grad_noise_weight, the row sums give grad_style.
 template <typename scalar_t_>
 struct AdainBwd {
-  using scalar_t = scalar_t_;
-  using acc_t = at::opmath_type<scalar_t>;
-  using Row = AdainGradRow<acc_t>;
+  ALAE_FAST_ROW_OP_TYPES(scalar_t_, AdainGradRow);
   static constexpr int kParams = 2;
   const scalar_t* grad_y;     // like x
   const scalar_t* x;          // [N, C, H, W] (NCHW or NHWC)
@@ -162,21 +150,17 @@ std::tuple<at::Tensor, at::Tensor> adain_fwd_cuda(const at::Tensor& x,          
   check_on_cuda("adain_fwd", "x", x);
   check_adain_args("adain_fwd", nchw_alias(x), noise, noise_weight, bias, style);
   const c10::cuda::CUDAGuard guard(x.device());
-  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
-  const bool nhwc = is_nhwc(x);
   auto y = at::empty_like(x);  // keeps x's memory format
-  auto stats = at::empty({N, 2 * C}, style.options());
+  auto stats = at::empty({x.size(0), 2 * x.size(1)}, style.options());
   if (x.numel() == 0) return {y, stats.zero_()};
-  const RowPlan plan = plan_rows(N, C, HW, nhwc, x.scalar_type() == at::kDouble, sm_count());
+  const RowLaunch rows = row_launch(x, {x.const_data_ptr(), noise.const_data_ptr(), y.const_data_ptr()});
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "adain_fwd_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const bool vectorised = !nhwc && HW % vec16<scalar_t>() == 0 && aligned16(x.const_data_ptr()) &&
-                            aligned16(noise.const_data_ptr()) && aligned16(y.const_data_ptr());
     const AdainFwd<scalar_t> op{x.const_data_ptr<scalar_t>(), noise.const_data_ptr<scalar_t>(),
                                 noise_weight.const_data_ptr<acc_t>(), bias.const_data_ptr<acc_t>(),
-                                style.const_data_ptr<acc_t>(), int(C), acc_t(eps), acc_t(leaky_slope)};
-    launch_row_norm(op, y.mutable_data_ptr<scalar_t>(), stats.mutable_data_ptr<acc_t>(), plan, nhwc, vectorised, N,
-                    C, HW, style.options(), c10::cuda::getCurrentCUDAStream());
+                                style.const_data_ptr<acc_t>(), int(rows.C), acc_t(eps), acc_t(leaky_slope)};
+    launch_row_norm(op, y.mutable_data_ptr<scalar_t>(), stats.mutable_data_ptr<acc_t>(), rows, style.options(),
+                    c10::cuda::getCurrentCUDAStream());
   });
   return {y, stats};
 }
@@ -191,43 +175,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> adain_bwd_cuda(
     const at::Tensor& stats,         // [N, 2C] acc, (mean | rstd)
     double eps, double leaky_slope) {
   check_on_cuda("adain_bwd", "x", x);
-  const bool nhwc = is_nhwc(x);
-  TORCH_CHECK(is_nhwc(grad_y) == nhwc, "adain_bwd: argument 'grad_y' must have the memory format of 'x'");
+  TORCH_CHECK(is_nhwc(grad_y) == is_nhwc(x), "adain_bwd: argument 'grad_y' must have the memory format of 'x'");
   check_adain_args("adain_bwd", nchw_alias(x), noise, noise_weight, bias, style);
   check_tensor("adain_bwd", "grad_y", nchw_alias(grad_y), x.device(), x.scalar_type(), x.sizes().vec(),
                "[N, C, H, W]");
   check_tensor("adain_bwd", "stats", stats, x.device(), style.scalar_type(), style.sizes().vec(), "[N, 2C]");
   const c10::cuda::CUDAGuard guard(x.device());
-  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
   auto grad_x = at::empty_like(x);
   auto grad_style = at::zeros_like(style);
   auto grad_wn = at::zeros_like(noise_weight);
   auto grad_b = at::zeros_like(bias);
   if (x.numel() == 0) return {grad_x, grad_wn, grad_b, grad_style};
-  const RowPlan plan = plan_rows(N, C, HW, nhwc, x.scalar_type() == at::kDouble, sm_count());
+  const RowLaunch rows = row_launch(
+      x, {grad_y.const_data_ptr(), x.const_data_ptr(), noise.const_data_ptr(), grad_x.const_data_ptr()});
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "adain_bwd_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const bool vectorised = !nhwc && HW % vec16<scalar_t>() == 0 && aligned16(grad_y.const_data_ptr()) &&
-                            aligned16(x.const_data_ptr()) && aligned16(noise.const_data_ptr()) &&
-                            aligned16(grad_x.const_data_ptr());
     const AdainBwd<scalar_t> op{grad_y.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
                                 noise.const_data_ptr<scalar_t>(), noise_weight.const_data_ptr<acc_t>(),
                                 bias.const_data_ptr<acc_t>(), style.const_data_ptr<acc_t>(),
-                                stats.const_data_ptr<acc_t>(), grad_style.mutable_data_ptr<acc_t>(), int(C),
+                                stats.const_data_ptr<acc_t>(), grad_style.mutable_data_ptr<acc_t>(), int(rows.C),
                                 acc_t(leaky_slope)};
     // Parameter partials (Σ dpre | Σ dpre·noise): grad_bias, then grad_noise_weight.
     launch_row_grad(op, grad_x.mutable_data_ptr<scalar_t>(),
-                    {grad_b.mutable_data_ptr<acc_t>(), grad_wn.mutable_data_ptr<acc_t>()}, plan, nhwc, vectorised, N,
-                    C, HW, style.options(), c10::cuda::getCurrentCUDAStream());
+                    {grad_b.mutable_data_ptr<acc_t>(), grad_wn.mutable_data_ptr<acc_t>()}, rows, style.options(),
+                    c10::cuda::getCurrentCUDAStream());
   });
   return {grad_x, grad_wn, grad_b, grad_style};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(alae_fast_C, CUDA, m) {
-  m.impl("adain_fwd", &adain_fwd_cuda);
-  m.impl("adain_bwd", &adain_bwd_cuda);
-}
+ALAE_FAST_REGISTER_KERNELS(ALAE_FAST_ADAIN_KERNELS, CUDA, cuda)
 
 }  // namespace alae_fast

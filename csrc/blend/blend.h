@@ -3,6 +3,11 @@
 
 #include "../common.h"
 
+// The kernels every backend implements, as blend_up_fwd_<backend>, ... (ALAE_FAST_REGISTER_KERNELS).
+#define ALAE_FAST_BLEND_KERNELS(X, backend) \
+  X(blend_up_fwd, backend) X(blend_up_bwd, backend) X(blend_real_fwd, backend) \
+  X(blend_down_fwd, backend) X(blend_down_bwd, backend)
+
 namespace alae_fast {
 
 // lerp(a, b, w) as torch.lerp evaluates it, exact at both ends.

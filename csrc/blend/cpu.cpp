@@ -6,7 +6,6 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros_like.h>
-#include <torch/library.h>
 
 #include <algorithm>
 
@@ -289,12 +288,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> blend_down_bwd_cpu(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(alae_fast_C, CPU, m) {
-  m.impl("blend_up_fwd", &blend_up_fwd_cpu);
-  m.impl("blend_up_bwd", &blend_up_bwd_cpu);
-  m.impl("blend_real_fwd", &blend_real_fwd_cpu);
-  m.impl("blend_down_fwd", &blend_down_fwd_cpu);
-  m.impl("blend_down_bwd", &blend_down_bwd_cpu);
-}
+ALAE_FAST_REGISTER_KERNELS(ALAE_FAST_BLEND_KERNELS, CPU, cpu)
 
 }  // namespace alae_fast

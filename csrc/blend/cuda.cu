@@ -8,7 +8,6 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
 
 #include <initializer_list>
 
@@ -279,8 +278,7 @@ at::Tensor blend_up_fwd_cuda(const at::Tensor& low,   // [N, C, H/2, W/2]
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, high.scalar_type(), "blend_up_fwd_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const bool vectorised =
-        W % vec16<scalar_t>() == 0 && aligned16(high.const_data_ptr()) && aligned16(y.const_data_ptr());
+    const bool vectorised = vectorisable(W, high.element_size(), {high.const_data_ptr(), y.const_data_ptr()});
     with_vec<scalar_t>(vectorised, [&](auto vec) {
       constexpr int kVec = decltype(vec)::value;
       const int64_t vectors = high.numel() / kVec;
@@ -428,12 +426,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> blend_down_bwd_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(alae_fast_C, CUDA, m) {
-  m.impl("blend_up_fwd", &blend_up_fwd_cuda);
-  m.impl("blend_up_bwd", &blend_up_bwd_cuda);
-  m.impl("blend_real_fwd", &blend_real_fwd_cuda);
-  m.impl("blend_down_fwd", &blend_down_fwd_cuda);
-  m.impl("blend_down_bwd", &blend_down_bwd_cuda);
-}
+ALAE_FAST_REGISTER_KERNELS(ALAE_FAST_BLEND_KERNELS, CUDA, cuda)
 
 }  // namespace alae_fast

@@ -10,7 +10,7 @@
 // two otherwise.
 //
 // A GradOp is a small struct passed by value to the kernels:
-//   using scalar_t, acc_t;  static constexpr int kParams;  Row (below);
+//   scalar_t, acc_t, Row (below): ALAE_FAST_ROW_OP_TYPES (rows.cuh);  static constexpr int kParams;
 //   Row row(int n, int c) const;
 //   template <int VEC> void load(const Row&, int64_t x_index, int64_t pixel_index,
 //                                acc_t (&g)[VEC], acc_t (&pre)[VEC]) const;
@@ -19,6 +19,7 @@
 //   void store_row(const Row&, const acc_t (&s)[3], int n, int c) const;  // per-row outputs from s
 // with Row:
 //   acc_t centred(acc_t pre) const;  void set_sums(const acc_t (&s)[3], int HW);  acc_t dpre(acc_t pre, acc_t g) const;
+// (RowGradMeans gives set_sums).
 #pragma once
 
 #include <ATen/ops/empty.h>
@@ -35,6 +36,19 @@ namespace alae_fast {
 // Blocks per SM the packed backward asks ptxas for: its rows sit in registers twice (pre and g),
 // so 256-thread blocks (the 4096-element bucket) trade a few registers for a third block per SM.
 constexpr int packed_grad_min_blocks(int threads) { return threads >= 256 ? 3 : min_blocks_per_sm(threads); }
+
+// The row means a Row takes from the sums s = (Σ g | Σ g·u | Σ u) of u not yet re-centred:
+// mean_u (which Row.centred then subtracts), mean_g and mean_gu, the mean of g·(u − mean_u).
+template <typename acc_t>
+struct RowGradMeans {
+  acc_t mean_u = acc_t(0), mean_g = acc_t(0), mean_gu = acc_t(0);
+  __device__ __forceinline__ void set_sums(const acc_t (&s)[3], int HW) {
+    const acc_t inv_hw = quotient(acc_t(1), acc_t(HW));
+    mean_u = s[2] * inv_hw;
+    mean_g = s[0] * inv_hw;
+    mean_gu = (s[1] - mean_u * s[0]) * inv_hw;
+  }
+};
 
 // s += (g, g·u, u).
 template <typename acc_t>
@@ -171,21 +185,21 @@ __global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThrea
   grad_chunk(op, tile, r, s, HW, grad_x, partial_params);
 }
 
-// Runs the backward of `op` on rows of x [N, C, H, W] (NCHW or NHWC, as planned by plan_rows):
-// writes grad_x (like x), the per-row outputs of op.store_row, and param_grads[k] [C] = plane k
-// of the parameter partials summed over the chunks and N in order. `vectorised`: NCHW rows may
-// be read and written 16 bytes at a time. `acc_options`: the accumulator dtype and device.
+// Runs the backward of `op` on the rows of x (row_launch): writes grad_x (like x), the per-row
+// outputs of op.store_row, and param_grads[k] [C] = plane k of the parameter partials summed over
+// the chunks and N in order. `acc_options`: the accumulator dtype and device.
 template <typename Op>
 void launch_row_grad(const Op& op, typename Op::scalar_t* grad_x,
-                     const std::array<typename Op::acc_t*, Op::kParams>& param_grads, const RowPlan& plan, bool nhwc,
-                     bool vectorised, int64_t N, int64_t C, int64_t HW, const at::TensorOptions& acc_options,
-                     cudaStream_t stream) {
+                     const std::array<typename Op::acc_t*, Op::kParams>& param_grads, const RowLaunch& rows,
+                     const at::TensorOptions& acc_options, cudaStream_t stream) {
   using scalar_t = typename Op::scalar_t;
   using acc_t = typename Op::acc_t;
+  const int64_t N = rows.N, C = rows.C, HW = rows.HW;
+  const RowPlan& plan = rows.plan;
   // Per-(chunk, row) parameter partials: plane k is [splits·N, C], summed over its rows below.
   const at::Tensor partial_params = at::empty({Op::kParams, plan.splits, N * C}, acc_options);
   if (plan.packed) {
-    with_packed_launch<scalar_t, acc_t>(vectorised, N * C, HW, [&](auto vec, auto group, auto items, auto threads,
+    with_packed_launch<scalar_t, acc_t>(rows.vectorised, N * C, HW, [&](auto vec, auto group, auto items, auto threads,
                                                                     unsigned blocks) {
       row_grad_packed_kernel<Op, decltype(vec)::value, decltype(group)::value, decltype(items)::value,
                              decltype(threads)::value><<<blocks, decltype(threads)::value, 0, stream>>>(
@@ -193,7 +207,7 @@ void launch_row_grad(const Op& op, typename Op::scalar_t* grad_x,
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   } else {
-    with_split_tile<scalar_t>(nhwc, vectorised, plan, N, C, [&](auto tile, dim3 grid, dim3 block) {
+    with_split_tile<scalar_t>(rows.nhwc, rows.vectorised, plan, N, C, [&](auto tile, dim3 grid, dim3 block) {
       using Tile = typename decltype(tile)::type;
       if (plan.splits == 1) {
         row_grad_single_kernel<Op, Tile><<<grid, block, 0, stream>>>(op, grad_x,

@@ -9,7 +9,7 @@
 // its deviations exact, and y uses the shifted mean, not its fp32 rounding.
 //
 // An Op is a small struct passed by value to the kernels:
-//   using scalar_t, acc_t;  Row  (per-row constants);  acc_t eps;
+//   scalar_t, acc_t, Row (per-row constants): ALAE_FAST_ROW_OP_TYPES (rows.cuh);  acc_t eps;
 //   Row row(int n, int c) const;
 //   template <int VEC> void act(const Row&, int64_t x_index, int64_t pixel_index, acc_t (&t)[VEC]) const;
 //   acc_t out(const Row&, acc_t centred, acc_t rstd) const;
@@ -161,17 +161,17 @@ __global__ void __launch_bounds__(Tile::kThreads, min_blocks_per_sm(Tile::kThrea
   normalise_chunk(op, tile, r, shift, m, y, stats, C);
 }
 
-// Runs the forward of `op` on x [N, C, H, W] (NCHW or NHWC): y like x, stats [N, 2C].
-// `vectorised`: NCHW rows may be read and written 16 bytes at a time. `acc_options`: the
-// accumulator dtype and device, for the split path's chunk moments.
+// Runs the forward of `op` on the rows of x (row_launch): y like x, stats [N, 2C].
+// `acc_options`: the accumulator dtype and device, for the split path's chunk moments.
 template <typename Op>
-void launch_row_norm(const Op& op, typename Op::scalar_t* y, typename Op::acc_t* stats, const RowPlan& plan,
-                     bool nhwc, bool vectorised, int64_t N, int64_t C, int64_t HW, const at::TensorOptions& acc_options,
-                     cudaStream_t stream) {
+void launch_row_norm(const Op& op, typename Op::scalar_t* y, typename Op::acc_t* stats, const RowLaunch& rows,
+                     const at::TensorOptions& acc_options, cudaStream_t stream) {
   using scalar_t = typename Op::scalar_t;
   using acc_t = typename Op::acc_t;
+  const int64_t N = rows.N, C = rows.C, HW = rows.HW;
+  const RowPlan& plan = rows.plan;
   if (plan.packed) {
-    with_packed_launch<scalar_t, acc_t>(vectorised, N * C, HW, [&](auto vec, auto group, auto items, auto threads,
+    with_packed_launch<scalar_t, acc_t>(rows.vectorised, N * C, HW, [&](auto vec, auto group, auto items, auto threads,
                                                                     unsigned blocks) {
       row_norm_packed_kernel<Op, decltype(vec)::value, decltype(group)::value, decltype(items)::value,
                              decltype(threads)::value>
@@ -180,7 +180,7 @@ void launch_row_norm(const Op& op, typename Op::scalar_t* y, typename Op::acc_t*
     });
     return;
   }
-  with_split_tile<scalar_t>(nhwc, vectorised, plan, N, C, [&](auto tile, dim3 grid, dim3 block) {
+  with_split_tile<scalar_t>(rows.nhwc, rows.vectorised, plan, N, C, [&](auto tile, dim3 grid, dim3 block) {
     using Tile = typename decltype(tile)::type;
     if (plan.splits == 1) {
       row_norm_single_kernel<Op, Tile><<<grid, block, 0, stream>>>(op, y, stats, int(C), int(HW));

@@ -14,15 +14,25 @@
 // No E[t²] − E[t]², so no cancellation. fp64 rows (gradcheck) are packed up to 1024 elements.
 #pragma once
 
+#include <ATen/OpMathType.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <initializer_list>
 #include <type_traits>
 
+#include "launch.cuh"
 #include "reduce.cuh"
 #include "vec.cuh"
+
+// The types both row skeletons (row_norm.cuh, row_grad.cuh) read from an op: its element type,
+// its accumulator type (fp32; fp64 for double) and its per-row state RowT<acc_t>.
+#define ALAE_FAST_ROW_OP_TYPES(element_type, RowT) \
+  using scalar_t = element_type;                  \
+  using acc_t = at::opmath_type<scalar_t>;        \
+  using Row = RowT<acc_t>
 
 namespace alae_fast {
 
@@ -380,6 +390,22 @@ inline RowPlan plan_rows(int64_t N, int64_t C, int64_t HW, bool nhwc, bool fp64,
   chunk = (chunk + kChunkAlign - 1) / kChunkAlign * kChunkAlign;
   splits = (HW + chunk - 1) / chunk;
   return {false, int(splits), int(chunk)};
+}
+
+// The rows of an activation x [N, C, H, W] (NCHW or NHWC) and the plan that covers them.
+// `vectorised`: NCHW rows move 16 bytes at a time.
+struct RowLaunch {
+  int64_t N, C, HW;
+  bool nhwc, vectorised;
+  RowPlan plan;
+};
+
+// `buffers`: every x-sized or [N, HW] buffer the kernels read or write along the rows.
+inline RowLaunch row_launch(const at::Tensor& x, std::initializer_list<const void*> buffers) {
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+  const bool nhwc = is_nhwc(x);
+  return {N, C, HW, nhwc, !nhwc && vectorisable(HW, x.element_size(), buffers),
+          plan_rows(N, C, HW, nhwc, x.scalar_type() == at::kDouble, sm_count())};
 }
 
 // Calls f(group, items): a packed row of HW <= group * items elements, `group` lanes each

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 
 namespace alae_fast {
 
@@ -28,5 +29,13 @@ constexpr int vec16() {
 }
 
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Rows of `row_length` elements of `element_size` bytes move 16 bytes at a time when a row is a
+// whole number of 16-byte vectors and every buffer of `ptrs` starts 16-byte aligned.
+inline bool vectorisable(int64_t row_length, int64_t element_size, std::initializer_list<const void*> ptrs) {
+  bool ok = row_length * element_size % 16 == 0;
+  for (const void* p : ptrs) ok = ok && aligned16(p);
+  return ok;
+}
 
 }  // namespace alae_fast

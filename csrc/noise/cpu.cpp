@@ -4,7 +4,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros_like.h>
-#include <torch/library.h>
 
 #include "noise.h"
 #include "../cpu_vec.h"
@@ -118,9 +117,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> noise_bwd_cpu(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(alae_fast_C, CPU, m) {
-  m.impl("noise_fwd", &noise_fwd_cpu);
-  m.impl("noise_bwd", &noise_bwd_cpu);
-}
+ALAE_FAST_REGISTER_KERNELS(ALAE_FAST_NOISE_KERNELS, CPU, cpu)
 
 }  // namespace alae_fast

@@ -8,7 +8,6 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
 
 #include <optional>
 
@@ -100,8 +99,8 @@ at::Tensor noise_fwd_cuda(const at::Tensor& x,                    // [N, C, H, W
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "noise_fwd_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const bool vectorised = HW % vec16<scalar_t>() == 0 && aligned16(x.const_data_ptr()) &&
-                            aligned16(noise.const_data_ptr()) && aligned16(y.const_data_ptr());
+    const bool vectorised =
+        vectorisable(HW, x.element_size(), {x.const_data_ptr(), noise.const_data_ptr(), y.const_data_ptr()});
     with_vec<scalar_t>(vectorised, [&](auto vec) {
       constexpr int kVec = decltype(vec)::value;
       const int64_t vectors = x.numel() / kVec;
@@ -135,9 +134,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> noise_bwd_cuda(
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "noise_bwd_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const bool vectorised = HW % vec16<scalar_t>() == 0 && aligned16(grad_y.const_data_ptr()) &&
-                            aligned16(x.const_data_ptr()) && aligned16(noise.const_data_ptr()) &&
-                            aligned16(grad_x.const_data_ptr());
+    const bool vectorised = vectorisable(HW, x.element_size(), {grad_y.const_data_ptr(), x.const_data_ptr(),
+                                                                noise.const_data_ptr(), grad_x.const_data_ptr()});
     with_vec<scalar_t>(vectorised, [&](auto vec) {
       constexpr int kVec = decltype(vec)::value;
       noise_bwd_kernel<scalar_t, kVec><<<unsigned(N * C), threads_for_row(HW / kVec), 0, stream>>>(
@@ -157,9 +155,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> noise_bwd_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(alae_fast_C, CUDA, m) {
-  m.impl("noise_fwd", &noise_fwd_cuda);
-  m.impl("noise_bwd", &noise_bwd_cuda);
-}
+ALAE_FAST_REGISTER_KERNELS(ALAE_FAST_NOISE_KERNELS, CUDA, cuda)
 
 }  // namespace alae_fast

@@ -5,6 +5,9 @@
 
 #include "../common.h"
 
+// The kernels every backend implements, as noise_fwd_<backend>, ... (ALAE_FAST_REGISTER_KERNELS).
+#define ALAE_FAST_NOISE_KERNELS(X, backend) X(noise_fwd, backend) X(noise_bwd, backend)
+
 namespace alae_fast {
 
 inline void check_noise_args(const char* op, const at::Tensor& x, const at::Tensor& noise,

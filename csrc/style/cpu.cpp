@@ -9,7 +9,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
-#include <torch/library.h>
 
 #include <cmath>
 
@@ -228,10 +227,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> style_bwd2_cpu(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(alae_fast_C, CPU, m) {
-  m.impl("style_fwd", &style_fwd_cpu);
-  m.impl("style_bwd", &style_bwd_cpu);
-  m.impl("style_bwd2", &style_bwd2_cpu);
-}
+ALAE_FAST_REGISTER_KERNELS(ALAE_FAST_STYLE_KERNELS, CPU, cpu)
 
 }  // namespace alae_fast

@@ -20,7 +20,6 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
 
 #include "style.h"
 #include "../cuda_common/launch.cuh"
@@ -43,9 +42,7 @@ struct StyleRow {
 // The forward on the shared row skeleton: t = lrelu(x + b), y = (t − mean)·rstd, stats (mean | std).
 template <typename scalar_t_>
 struct StyleFwd {
-  using scalar_t = scalar_t_;
-  using acc_t = at::opmath_type<scalar_t>;
-  using Row = StyleRow<acc_t>;
+  ALAE_FAST_ROW_OP_TYPES(scalar_t_, StyleRow);
   const scalar_t* x;  // [N, C, H, W] (NCHW or NHWC)
   const acc_t* bias;   // [C]
   acc_t eps, slope;
@@ -68,8 +65,8 @@ struct StyleFwd {
 // sums also give Σ cen, and cen is re-centred by its mean, so that Σ cen and Σ dpre (the bias
 // gradient) do not pick up HW times that rounding on rows with |mean| ≫ std.
 template <typename acc_t>
-struct StyleGradRow : StyleRow<acc_t> {
-  acc_t mean, rstd, g_mean, g_std, mean_cen = acc_t(0), mean_g = acc_t(0), mean_gx = acc_t(0);
+struct StyleGradRow : StyleRow<acc_t>, RowGradMeans<acc_t> {
+  acc_t mean, rstd, g_mean, g_std;
   __device__ __forceinline__ StyleGradRow(const acc_t* bias, const acc_t* stats, const acc_t* grad_stats, int n, int c,
                                           int C, int HW, acc_t eps, acc_t slope)
       : StyleRow<acc_t>{bias[c], slope} {
@@ -79,27 +76,19 @@ struct StyleGradRow : StyleRow<acc_t> {
     g_mean = grad_stats[int64_t(n) * 2 * C + c] * inv_hw;
     g_std = sd == acc_t(0) ? acc_t(0) : quotient(grad_stats[int64_t(n) * 2 * C + C + c] * inv_hw, sd);
   }
-  // cen, re-centred once set_sums ran.
-  __device__ __forceinline__ acc_t centred(acc_t pre) const { return leaky(pre, this->slope) - mean - mean_cen; }
-  // From the row sums (Σ g | Σ g·cen | Σ cen), cen not yet re-centred.
-  __device__ __forceinline__ void set_sums(const acc_t (&s)[3], int HW) {
-    const acc_t inv_hw = quotient(acc_t(1), acc_t(HW));
-    mean_cen = s[2] * inv_hw;
-    mean_g = s[0] * inv_hw;
-    mean_gx = (s[1] - mean_cen * s[0]) * inv_hw * rstd;  // mean of g·xhat
-  }
+  // cen, re-centred once set_sums ran (u = cen in RowGradMeans).
+  __device__ __forceinline__ acc_t centred(acc_t pre) const { return leaky(pre, this->slope) - mean - this->mean_u; }
   __device__ __forceinline__ acc_t dpre(acc_t pre, acc_t g) const {
-    const acc_t cen = centred(pre);
-    return (rstd * (g - mean_g - cen * rstd * mean_gx) + g_mean + g_std * cen) * leaky_grad(pre, this->slope);
+    const acc_t cen = centred(pre), mean_g_xhat = this->mean_gu * rstd;
+    return (rstd * (g - this->mean_g - cen * rstd * mean_g_xhat) + g_mean + g_std * cen) *
+           leaky_grad(pre, this->slope);
   }
 };
 
 // The backward on the shared row skeleton; one parameter partial, Σ dpre (grad_bias).
 template <typename scalar_t_>
 struct StyleBwd {
-  using scalar_t = scalar_t_;
-  using acc_t = at::opmath_type<scalar_t>;
-  using Row = StyleGradRow<acc_t>;
+  ALAE_FAST_ROW_OP_TYPES(scalar_t_, StyleGradRow);
   static constexpr int kParams = 1;
   const scalar_t* grad_y;   // like x
   const acc_t* grad_stats;  // [N, 2C] (d mean | d std)
@@ -192,20 +181,16 @@ std::tuple<at::Tensor, at::Tensor> style_fwd_cuda(const at::Tensor& x,     // [N
   check_on_cuda("style_fwd", "x", x);
   check_style_args("style_fwd", nchw_alias(x), bias);
   const c10::cuda::CUDAGuard guard(x.device());
-  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
-  const bool nhwc = is_nhwc(x);
   auto y = at::empty_like(x);  // keeps x's memory format
-  auto stats = at::zeros({N, 2 * C}, bias.options());
+  auto stats = at::zeros({x.size(0), 2 * x.size(1)}, bias.options());
   if (x.numel() == 0) return {y, stats};
-  const RowPlan plan = plan_rows(N, C, HW, nhwc, x.scalar_type() == at::kDouble, sm_count());
+  const RowLaunch rows = row_launch(x, {x.const_data_ptr(), y.const_data_ptr()});
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "style_fwd_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const bool vectorised =
-        !nhwc && HW % vec16<scalar_t>() == 0 && aligned16(x.const_data_ptr()) && aligned16(y.const_data_ptr());
     const StyleFwd<scalar_t> op{x.const_data_ptr<scalar_t>(), bias.const_data_ptr<acc_t>(), acc_t(eps),
                                 acc_t(leaky_slope)};
-    launch_row_norm(op, y.mutable_data_ptr<scalar_t>(), stats.mutable_data_ptr<acc_t>(), plan, nhwc, vectorised, N,
-                    C, HW, bias.options(), c10::cuda::getCurrentCUDAStream());
+    launch_row_norm(op, y.mutable_data_ptr<scalar_t>(), stats.mutable_data_ptr<acc_t>(), rows, bias.options(),
+                    c10::cuda::getCurrentCUDAStream());
   });
   return {y, stats};
 }
@@ -217,10 +202,9 @@ std::tuple<at::Tensor, at::Tensor> style_bwd_cuda(const at::Tensor& grad_y,     
                                                   const at::Tensor& stats,       // [N, 2C] acc, (mean | std)
                                                   double eps, double leaky_slope) {
   check_on_cuda("style_bwd", "x", x);
-  const bool nhwc = is_nhwc(x);
-  TORCH_CHECK(is_nhwc(grad_y) == nhwc, "style_bwd: argument 'grad_y' must have the memory format of 'x'");
+  TORCH_CHECK(is_nhwc(grad_y) == is_nhwc(x), "style_bwd: argument 'grad_y' must have the memory format of 'x'");
   check_style_args("style_bwd", nchw_alias(x), bias);
-  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+  const int64_t N = x.size(0), C = x.size(1);
   check_tensor("style_bwd", "grad_y", nchw_alias(grad_y), x.device(), x.scalar_type(), x.sizes().vec(),
                "[N, C, H, W]");
   check_tensor("style_bwd", "grad_stats", grad_stats, x.device(), bias.scalar_type(), {N, 2 * C}, "[N, 2C]");
@@ -229,16 +213,14 @@ std::tuple<at::Tensor, at::Tensor> style_bwd_cuda(const at::Tensor& grad_y,     
   auto grad_x = at::empty_like(x);
   auto grad_b = at::zeros_like(bias);
   if (x.numel() == 0) return {grad_x, grad_b};
-  const RowPlan plan = plan_rows(N, C, HW, nhwc, x.scalar_type() == at::kDouble, sm_count());
+  const RowLaunch rows = row_launch(x, {grad_y.const_data_ptr(), x.const_data_ptr(), grad_x.const_data_ptr()});
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "style_bwd_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const bool vectorised = !nhwc && HW % vec16<scalar_t>() == 0 && aligned16(grad_y.const_data_ptr()) &&
-                            aligned16(x.const_data_ptr()) && aligned16(grad_x.const_data_ptr());
     const StyleBwd<scalar_t> op{grad_y.const_data_ptr<scalar_t>(), grad_stats.const_data_ptr<acc_t>(),
                                 x.const_data_ptr<scalar_t>(), bias.const_data_ptr<acc_t>(),
-                                stats.const_data_ptr<acc_t>(), int(C), int(HW), acc_t(eps), acc_t(leaky_slope)};
-    launch_row_grad(op, grad_x.mutable_data_ptr<scalar_t>(), {grad_b.mutable_data_ptr<acc_t>()}, plan, nhwc,
-                    vectorised, N, C, HW, bias.options(), c10::cuda::getCurrentCUDAStream());
+                                stats.const_data_ptr<acc_t>(), int(C), int(rows.HW), acc_t(eps), acc_t(leaky_slope)};
+    launch_row_grad(op, grad_x.mutable_data_ptr<scalar_t>(), {grad_b.mutable_data_ptr<acc_t>()}, rows, bias.options(),
+                    c10::cuda::getCurrentCUDAStream());
   });
   return {grad_x, grad_b};
 }
@@ -294,10 +276,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> style_bwd2_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(alae_fast_C, CUDA, m) {
-  m.impl("style_fwd", &style_fwd_cuda);
-  m.impl("style_bwd", &style_bwd_cuda);
-  m.impl("style_bwd2", &style_bwd2_cuda);
-}
+ALAE_FAST_REGISTER_KERNELS(ALAE_FAST_STYLE_KERNELS, CUDA, cuda)
 
 }  // namespace alae_fast

@@ -3,6 +3,9 @@
 
 #include "../common.h"
 
+// The kernels every backend implements, as style_fwd_<backend>, ... (ALAE_FAST_REGISTER_KERNELS).
+#define ALAE_FAST_STYLE_KERNELS(X, backend) X(style_fwd, backend) X(style_bwd, backend) X(style_bwd2, backend)
+
 namespace alae_fast {
 
 inline void check_style_args(const char* op, const at::Tensor& x, const at::Tensor& bias) {

@@ -36,29 +36,19 @@ def modulated_adain_ref(x, noise, noise_weight, bias, style):
 #             style [N,2C] (acc dtype)) -> (y [N,C,H,W], stats [N,2C] = (mean | rstd), acc dtype)
 #   adain_bwd(grad_y, x, noise, noise_weight, bias, style, stats)
 #             -> (grad_x [N,C,H,W], grad_noise_weight [C], grad_bias [C], grad_style [N,2C])
-@torch.library.custom_op("alae_fast::modulated_adain", mutates_args=())
+@_backend.kernel_op("modulated_adain", "adain_fwd", EPS, SLOPE)
 def _adain_op(
     x: torch.Tensor, noise: torch.Tensor, noise_weight: torch.Tensor, bias: torch.Tensor,
     style: torch.Tensor, backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return _backend.kernel(backend, "adain_fwd")(x, noise, noise_weight, bias, style, EPS, SLOPE)
-
-
-@_adain_op.register_fake
-def _(x, noise, noise_weight, bias, style, backend):
     return _backend.empty_dense_like(x), style.new_empty(style.shape)
 
 
-@torch.library.custom_op("alae_fast::modulated_adain_backward", mutates_args=())
+@_backend.kernel_op("modulated_adain_backward", "adain_bwd", EPS, SLOPE)
 def _adain_backward_op(
     grad_y: torch.Tensor, x: torch.Tensor, noise: torch.Tensor, noise_weight: torch.Tensor,
     bias: torch.Tensor, style: torch.Tensor, stats: torch.Tensor, backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _backend.kernel(backend, "adain_bwd")(grad_y, x, noise, noise_weight, bias, style, stats, EPS, SLOPE)
-
-
-@_adain_backward_op.register_fake
-def _(grad_y, x, noise, noise_weight, bias, style, stats, backend):
     return (_backend.empty_dense_like(x), torch.empty_like(noise_weight),
             torch.empty_like(bias), torch.empty_like(style))
 

@@ -57,23 +57,13 @@ def blend_down_ref(img, weight, bias, new, alpha, slope=FROM_RGB_SLOPE):
 #   blend_down_fwd(img [N,K,H,W], weight [C,K] acc, bias [C] acc, new [N,C,H/2,W/2], alpha, slope) -> y
 #   blend_down_bwd(grad_y [N,C,H/2,W/2], img, weight, bias, alpha, slope)
 #             -> (grad_img [N,K,H,W], grad_weight [C,K], grad_bias [C], grad_new [N,C,H/2,W/2])
-@torch.library.custom_op("alae_fast::blend_up", mutates_args=())
+@_backend.kernel_op("blend_up", "blend_up_fwd")
 def _blend_up_op(low: torch.Tensor, high: torch.Tensor, alpha: float, backend: str) -> torch.Tensor:
-    return _backend.kernel(backend, "blend_up_fwd")(low, high, alpha)
-
-
-@_blend_up_op.register_fake
-def _(low, high, alpha, backend):
     return _backend.empty_dense_like(high)
 
 
-@torch.library.custom_op("alae_fast::blend_up_backward", mutates_args=())
+@_backend.kernel_op("blend_up_backward", "blend_up_bwd")
 def _blend_up_backward_op(grad_y: torch.Tensor, alpha: float, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return _backend.kernel(backend, "blend_up_bwd")(grad_y, alpha)
-
-
-@_blend_up_backward_op.register_fake
-def _(grad_y, alpha, backend):
     n, c, h, w = grad_y.shape
     return _backend.empty_dense_like(grad_y, (n, c, h // 2, w // 2)), _backend.empty_dense_like(grad_y)
 
@@ -102,13 +92,8 @@ _blend_up_op.register_autograd(_backward_up, setup_context=_setup_up)
 _blend_up_backward_op.register_autograd(_double_backward_up, setup_context=_setup_up_backward)
 
 
-@torch.library.custom_op("alae_fast::blend_real", mutates_args=())
+@_backend.kernel_op("blend_real", "blend_real_fwd")
 def _blend_real_op(x: torch.Tensor, alpha: float, backend: str) -> torch.Tensor:
-    return _backend.kernel(backend, "blend_real_fwd")(x, alpha)
-
-
-@_blend_real_op.register_fake
-def _(x, alpha, backend):
     return _backend.empty_dense_like(x)
 
 
@@ -124,26 +109,16 @@ def _backward_real(ctx, grad_y):
 _blend_real_op.register_autograd(_backward_real, setup_context=_setup_real)
 
 
-@torch.library.custom_op("alae_fast::blend_down", mutates_args=())
+@_backend.kernel_op("blend_down", "blend_down_fwd")
 def _blend_down_op(img: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, new: torch.Tensor,
                    alpha: float, slope: float, backend: str) -> torch.Tensor:
-    return _backend.kernel(backend, "blend_down_fwd")(img, weight, bias, new, alpha, slope)
-
-
-@_blend_down_op.register_fake
-def _(img, weight, bias, new, alpha, slope, backend):
     return _backend.empty_dense_like(new)
 
 
-@torch.library.custom_op("alae_fast::blend_down_backward", mutates_args=())
+@_backend.kernel_op("blend_down_backward", "blend_down_bwd")
 def _blend_down_backward_op(grad_y: torch.Tensor, img: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                             alpha: float, slope: float, backend: str
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _backend.kernel(backend, "blend_down_bwd")(grad_y, img, weight, bias, alpha, slope)
-
-
-@_blend_down_backward_op.register_fake
-def _(grad_y, img, weight, bias, alpha, slope, backend):
     return (_backend.empty_dense_like(img), torch.empty_like(weight),
             torch.empty_like(bias), _backend.empty_dense_like(grad_y))
 

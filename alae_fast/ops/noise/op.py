@@ -33,26 +33,16 @@ def noise_inject_ref(x, noise, noise_weight, bias=None, act=False):
 #   noise_fwd(x [N,C,H,W], noise [N,1,H,W] (x.dtype), noise_weight [C], bias [C] or None, act) -> y [N,C,H,W]
 #   noise_bwd(grad_y, x, noise, noise_weight, bias, act)
 #             -> (grad_x [N,C,H,W], grad_noise_weight [C], grad_bias [C] (zeros when bias is None))
-@torch.library.custom_op("alae_fast::noise_inject", mutates_args=())
+@_backend.kernel_op("noise_inject", "noise_fwd", SLOPE)
 def _noise_op(x: torch.Tensor, noise: torch.Tensor, noise_weight: torch.Tensor, bias: Optional[torch.Tensor],
               act: bool, backend: str) -> torch.Tensor:
-    return _backend.kernel(backend, "noise_fwd")(x, noise, noise_weight, bias, act, SLOPE)
-
-
-@_noise_op.register_fake
-def _(x, noise, noise_weight, bias, act, backend):
     return _backend.empty_dense_like(x)
 
 
-@torch.library.custom_op("alae_fast::noise_inject_backward", mutates_args=())
+@_backend.kernel_op("noise_inject_backward", "noise_bwd", SLOPE)
 def _noise_backward_op(grad_y: torch.Tensor, x: torch.Tensor, noise: torch.Tensor, noise_weight: torch.Tensor,
                        bias: Optional[torch.Tensor], act: bool, backend: str
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _backend.kernel(backend, "noise_bwd")(grad_y, x, noise, noise_weight, bias, act, SLOPE)
-
-
-@_noise_backward_op.register_fake
-def _(grad_y, x, noise, noise_weight, bias, act, backend):
     return (_backend.empty_dense_like(x), torch.empty_like(noise_weight),
             torch.empty_like(noise_weight))
 

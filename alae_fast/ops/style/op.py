@@ -49,27 +49,16 @@ def style_extract_ref(x, bias):
 #   style_bwd(grad_y [N,C,H,W], grad_stats [N,2C] acc, x, bias, stats) -> (grad_x [N,C,H,W], grad_bias [C])
 #   style_bwd2(grad_y, grad_stats, x, bias, stats, gg_x [N,C,H,W] or None, gg_bias [C] acc or None, eps, slope)
 #             -> (g_grad_y [N,C,H,W], g_grad_stats [N,2C] acc, g_x [N,C,H,W], g_bias [C]): the backward of style_bwd
-@torch.library.custom_op("alae_fast::style_extract", mutates_args=())
+@_backend.kernel_op("style_extract", "style_fwd", EPS, SLOPE)
 def _style_op(x: torch.Tensor, bias: torch.Tensor, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return _backend.kernel(backend, "style_fwd")(x, bias, EPS, SLOPE)
+    return _backend.empty_dense_like(x), bias.new_empty((x.shape[0], 2 * x.shape[1]))
 
 
-@_style_op.register_fake
-def _(x, bias, backend):
-    return (_backend.empty_dense_like(x),
-            bias.new_empty((x.shape[0], 2 * x.shape[1])))
-
-
-@torch.library.custom_op("alae_fast::style_extract_backward", mutates_args=())
+@_backend.kernel_op("style_extract_backward", "style_bwd", EPS, SLOPE)
 def _style_backward_op(
     grad_y: torch.Tensor, grad_stats: torch.Tensor, x: torch.Tensor, bias: torch.Tensor,
     stats: torch.Tensor, backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return _backend.kernel(backend, "style_bwd")(grad_y, grad_stats, x, bias, stats, EPS, SLOPE)
-
-
-@_style_backward_op.register_fake
-def _(grad_y, grad_stats, x, bias, stats, backend):
     return _backend.empty_dense_like(x), torch.empty_like(bias)
 
 
@@ -86,16 +75,11 @@ def _backward(ctx, grad_y, grad_stats):
     return gx, gb, None
 
 
-@torch.library.custom_op("alae_fast::style_extract_double_backward", mutates_args=())
+@_backend.kernel_op("style_extract_double_backward", "style_bwd2", EPS, SLOPE)
 def _style_double_backward_op(
     grad_y: torch.Tensor, grad_stats: torch.Tensor, x: torch.Tensor, bias: torch.Tensor, stats: torch.Tensor,
     gg_x: Optional[torch.Tensor], gg_bias: Optional[torch.Tensor], backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _backend.kernel(backend, "style_bwd2")(grad_y, grad_stats, x, bias, stats, gg_x, gg_bias, EPS, SLOPE)
-
-
-@_style_double_backward_op.register_fake
-def _(grad_y, grad_stats, x, bias, stats, gg_x, gg_bias, backend):
     like_x = _backend.empty_dense_like(x)
     return like_x, torch.empty_like(grad_stats), torch.empty_like(like_x), torch.empty_like(bias)
 
