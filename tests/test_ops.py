@@ -13,7 +13,7 @@ from alae_fast import ops
 from alae_fast.ops import _backend
 from alae_fast.ops.adain import op as adain_module
 from alae_fast.ops.noise import op as noise_module
-from testing.op_cases import CASES, check_parity
+from testing.op_cases import CASES, check_parity, make_reference
 
 from backends import EVERY_BACKEND, KERNELS
 
@@ -52,6 +52,42 @@ def test_layouts(name, layout, backend, device):
                 for a in args]
         assert not args[0].is_contiguous()
     check_parity(case, args, backend)
+
+
+_BACKWARD_KERNELS = {"modulated_adain": "adain_bwd", "style_extract": "style_bwd"}
+
+
+@pytest.mark.parametrize("backend,device", [b for b in EVERY_BACKEND if b.values[0] != "ref"])
+@pytest.mark.parametrize("x_nhwc,grad_nhwc", [(True, False), (False, True)], ids=["nhwc-x", "nhwc-grad"])
+@pytest.mark.parametrize("name", list(_BACKWARD_KERNELS))
+def test_cotangent_in_the_other_layout(name, x_nhwc, grad_nhwc, backend, device, monkeypatch):
+    """An upstream gradient laid out unlike x reaches the backward kernel in x's layout (the CUDA
+    kernels refuse a mismatch), and the gradients keep the parity rule."""
+    case = CASES[name]
+    args = _make(case, (2, 5, 4, 6), torch.float32, device, seed=4)
+    if x_nhwc:
+        args[0] = args[0].to(memory_format=torch.channels_last)
+    seen = []
+    real_kernel = _backend.kernel
+
+    def spy(backend_name, kernel_name):
+        fn = real_kernel(backend_name, kernel_name)
+        if kernel_name != _BACKWARD_KERNELS[name]:
+            return fn
+
+        def recorded(grad_y, *rest):
+            x = rest[1] if kernel_name == "style_bwd" else rest[0]  # style_bwd(grad_y, grad_stats, x, ...)
+            seen.append((_backend.is_nhwc(grad_y), _backend.is_nhwc(x)))
+            return fn(grad_y, *rest)
+        return recorded
+
+    monkeypatch.setattr(_backend, "kernel", spy)
+    ref = make_reference(case, args, seed=4)
+    fmt = torch.channels_last if grad_nhwc else torch.contiguous_format
+    ref = dataclasses.replace(ref, grad_outputs=[g.contiguous(memory_format=fmt) if g.dim() == 4 else g
+                                                  for g in ref.grad_outputs])
+    check_parity(case, args, backend, reference=ref)
+    assert seen and all(g == x for g, x in seen), f"{name}[{backend}]: grad_y/x layouts (NHWC?) {seen}"
 
 
 @pytest.mark.parametrize("backend,device", EVERY_BACKEND)

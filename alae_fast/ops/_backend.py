@@ -225,6 +225,11 @@ def dense(t: torch.Tensor, backend: str, nhwc_backends: tuple[str, ...] = NHWC_B
     return t if backend in nhwc_backends and is_nhwc(t) else t.contiguous()
 
 
+def dense_like(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`t` dense in the layout (NCHW or NHWC) of the dense activation `like`; copied only when it differs."""
+    return t.contiguous(memory_format=torch.channels_last if is_nhwc(like) else torch.contiguous_format)
+
+
 def empty_dense_like(t: torch.Tensor, shape=None) -> torch.Tensor:
     """An uninitialised tensor shaped like `t` (or `shape`), laid out (NCHW or NHWC) like the dense activation `t`."""
     return torch.empty(t.shape if shape is None else shape, dtype=t.dtype, device=t.device,

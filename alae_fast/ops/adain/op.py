@@ -65,7 +65,7 @@ def _backward(ctx, grad_y, _grad_stats):
     if grad_y is None:
         return None, None, None, None, None, None
     x, noise, noise_weight, bias, style, stats = ctx.saved_tensors
-    grad_y = _backend.dense(grad_y, ctx.backend, _backend.ROW_NHWC_BACKENDS)
+    grad_y = _backend.dense_like(grad_y, x)  # the kernels read grad_y in x's layout
     gx, gwn, gb, gs = _adain_backward_op(grad_y, x, noise, noise_weight, bias, style, stats, ctx.backend)
     g_noise = noise_grad(gx, noise_weight) if ctx.needs_input_grad[1] else None
     return gx, g_noise, gwn, gb, gs, None

@@ -70,7 +70,7 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad_y, grad_stats):
     x, bias, stats = ctx.saved_tensors
-    grad_y = _backend.dense(grad_y, ctx.backend, _backend.ROW_NHWC_BACKENDS)
+    grad_y = _backend.dense_like(grad_y, x)  # the kernels read grad_y in x's layout
     gx, gb = _style_backward_op(grad_y, grad_stats.to(stats.dtype).contiguous(), x, bias, stats, ctx.backend)
     return gx, gb, None
 
