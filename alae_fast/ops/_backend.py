@@ -190,7 +190,6 @@ def kernel(backend: str, name: str):
     raise ValueError(f"no kernels for backend {backend!r}")
 
 
-
 def kernel_op(name: str, kernel_name: str, *constants):
     """Declares the custom op alae_fast::<name> from its fake implementation.
 
@@ -208,6 +207,7 @@ def kernel_op(name: str, kernel_name: str, *constants):
         op.register_fake(fake)
         return op
     return declare
+
 
 # Backends whose kernels read and write channels_last activations in place (others get NCHW copies):
 # every Triton op, and the CUDA instance-norm rows (adain, style forward and backward).
